@@ -33,12 +33,12 @@ __all__ = list(_SUBMODULES) + ["__version__"]
 
 
 def __getattr__(name):
-  if name in _SUBMODULES:
-    module = importlib.import_module(f"{__name__}.{name}")
-    globals()[name] = module
-    return module
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-  return sorted(__all__)
+    return sorted(__all__)
