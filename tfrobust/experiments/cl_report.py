@@ -1,0 +1,157 @@
+"""Robustness report over many Cross-Lipschitz runs (`apps/eval_robustness.py`).
+
+For every trained run below a folder, per-example upper bounds (the
+box-constrained attack) and certified lower bounds (Theorem 2.1, one-hidden-
+layer networks) on the minimal adversarial L2 change are computed on a test
+split, saved per run as `bounds.npz`, and summarized in one Markdown table
+(test error, mean and median bounds, certified and empirical robust accuracy
+at given radii) and one plot of accuracy against radius.
+"""
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from tfrobust.experiments import cross_lipschitz as cl
+
+
+def find_runs(root):
+    """Run folders (those holding `model.keras` and `metrics.json`) below root."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"Expected a folder of experiments. Received: root={root!r}")
+    found = sorted(
+        os.path.dirname(p)
+        for p in glob.glob(os.path.join(root, "**", "model.keras"), recursive=True)
+        if os.path.exists(os.path.join(os.path.dirname(p), "metrics.json"))
+    )
+    if not found:
+        raise FileNotFoundError(
+            f"Expected trained runs (model.keras + metrics.json) below {root!r}; "
+            "found none. Train with apps/worker.py first."
+        )
+    return found
+
+
+def load_run_config(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        saved = json.load(f)["config"]
+    return cl.WorkerConfig(**saved)
+
+
+def accuracy_at_radii(bounds_dict, y, key, radii):
+    """Fraction of all points that are correct with `key` bound >= r."""
+    correct = bounds_dict["pred"] == y
+    values = np.where(correct, bounds_dict[key], -np.inf)
+    return [float(np.mean(values >= r)) for r in radii]
+
+
+def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
+    """Bounds for every run; returns one summary row per run."""
+    rows = []
+    for run_dir in run_dirs:
+        config = load_run_config(run_dir)
+        config.eval_robustness = True
+        config.n_eval = n_eval
+        config.batch_size = batch_size
+        config.verbose = 0
+        if data_dir is not None:
+            config.data_dir = data_dir
+        config.exp_dir = _exp_root(run_dir)
+        summary = cl.evaluate(config)
+        saved = np.load(os.path.join(run_dir, "bounds.npz"))
+        b = {k: saved[k] for k in saved.files if k != "y"}
+        y = saved["y"]
+        row = {
+            "run": os.path.relpath(run_dir, config.exp_dir),
+            "run_dir": run_dir,
+            "dataset": config.dataset,
+            "nn_type": config.nn_type,
+            "reg_type": config.reg_type,
+            "lmbd": config.lmbd,
+            "adv_train": config.adv_train_flag,
+            **summary,
+            "radii": list(radii),
+            "empirical_robust_acc": accuracy_at_radii(b, y, "upper", radii),
+        }
+        if "lower" in b:
+            row["certified_acc"] = accuracy_at_radii(b, y, "lower", radii)
+            lower_ok = b["lower"] <= b["upper"] + 1e-6
+            row["lower_le_upper_violations"] = int(np.sum(~lower_ok))
+        rows.append(row)
+        if verbose:
+            print(f"{row['run']}: {json.dumps({k: row[k] for k in row if k.endswith(('mean', 'median', 'error'))})}")
+    return rows
+
+
+def _exp_root(run_dir):
+    # run_dir = exp_dir/experiment_name/dataset/nn_type/hyperparameters
+    return os.path.normpath(os.path.join(run_dir, *[os.pardir] * 4))
+
+
+def _fmt(value, digits=3):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows):
+    radii = rows[0]["radii"] if rows else []
+    head = ["dataset", "net", "reg", "λ", "adv", "test err", "upper mean", "upper median", "lower mean", "lower median"]
+    head += [f"cert. acc @{r:g}" for r in radii]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [
+            row["dataset"], row["nn_type"], row["reg_type"], f"{row['lmbd']:g}",
+            "yes" if row["adv_train"] else "no",
+            f"{100 * row['test_error']:.2f}%",
+            _fmt(row.get("upper_bound_mean")), _fmt(row.get("upper_bound_median")),
+            _fmt(row.get("lower_bound_mean")), _fmt(row.get("lower_bound_median")),
+        ]
+        cells += [_fmt(v) for v in row.get("certified_acc", [None] * len(radii))]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path, max_radius=2.0):
+    """Certified (solid) and empirical (dashed) accuracy against L2 radius."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    radii = np.linspace(0.0, max_radius, 81)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        saved = np.load(os.path.join(row["run_dir"], "bounds.npz"))
+        b = {k: saved[k] for k in saved.files if k != "y"}
+        label = f"{row['nn_type']} {row['reg_type']}{' +adv' if row['adv_train'] else ''}"
+        line, = ax.plot(radii, accuracy_at_radii(b, saved["y"], "upper", radii), "--", label=f"{label} (attack)")
+        if "lower" in b:
+            ax.plot(radii, accuracy_at_radii(b, saved["y"], "lower", radii), "-", color=line.get_color(), label=f"{label} (certified)")
+    ax.set_xlabel("L2 radius")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
+    """Evaluates every run below `root`; writes JSON, Markdown and PNG to out_dir."""
+    runs = find_runs(root)
+    rows = evaluate_runs(runs, data_dir=data_dir, n_eval=n_eval, radii=radii, batch_size=batch_size, verbose=verbose)
+    os.makedirs(out_dir, exist_ok=True)
+    table = markdown_table(rows)
+    with open(os.path.join(out_dir, "robustness.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out_dir, "robustness.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    plot(rows, os.path.join(out_dir, "robustness.png"))
+    if verbose:
+        print(table)
+    return rows

@@ -1,0 +1,470 @@
+"""The Cross-Lipschitz experiment of Hein & Andriushchenko (NIPS 2017).
+
+One library function, `run(config)`, does what the original `worker.py` did:
+train a one-hidden-layer network or a ResNet with one of four regularizers
+(Cross-Lipschitz, weight decay, dropout, none), optionally with the paper's
+adversarial training, then measure test error and the per-example minimal
+adversarial L2 change: an upper bound from the box-constrained attack with
+binary search and, for the one-hidden-layer network, a formal lower bound
+from Theorem 2.1. `apps/worker.py` only parses flags into a `WorkerConfig`.
+
+Example:
+
+    from tfrobust.experiments import cross_lipschitz as cl
+    config = cl.WorkerConfig(dataset="digits", n_epochs=20, lr=0.2, lmbd=1e-3)
+    metrics = cl.run(config)
+    print(metrics["test_error"], metrics["upper_bound_median"])
+
+References:
+    Hein & Andriushchenko, "Formal Guarantees on the Robustness of a Classifier
+    against Adversarial Manipulation", NIPS 2017.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfrobust import data as data_lib
+from tfrobust.data import augmentation
+
+NN_TYPES = ("mlp1layer", "resnet")
+REG_TYPES = ("cross_lipschitz", "weight_decay", "dropout", "no")
+OPT_METHODS = ("sgd", "momentum", "adam")
+DATASETS = ("mnist", "cifar10", "gtsrb", "digits")
+# Binary-search growth factor of the original `ae_generation.py` per dataset.
+SEARCH_MULT = {"mnist": 1.2, "cifar10": 1.3, "gtsrb": 1.2, "digits": 1.2}
+# The original monitors robustness every 15 epochs on 100 random test points.
+MONITOR_EVERY = 15
+MONITOR_POINTS = 100
+# Input dropout of the original MLP under the dropout regularizer (keep 0.9).
+INPUT_KEEP = 0.9
+
+
+@dataclasses.dataclass
+class WorkerConfig:
+    """Every setting of one Cross-Lipschitz run; defaults are the original's.
+
+    The names mirror the original `worker.py` flags. `gpu_number` and
+    `gpu_memory` are applied by the app before TensorFlow starts.
+    """
+
+    experiment_name: str = "test"
+    nn_type: str = "mlp1layer"
+    dataset: str = "cifar10"
+    reg_type: str = "cross_lipschitz"
+    opt_method: str = "sgd"
+    n_epochs: int = 200
+    lr: float = 0.2
+    lmbd: float = 0.1
+    keep_hidden: float = 0.5
+    batch_size: int = 128
+    augm_flag: bool = False
+    adv_train_flag: bool = False
+    continue_train: bool = False
+    eval_robustness: bool = False
+    data_dir: str | None = None
+    exp_dir: str = "exps"
+    strategy: str = "default"
+    seed: int = 5
+    n_eval: int | None = None
+    verbose: int = 1
+
+    def validate(self):
+        """Raises ValueError naming the first bad setting."""
+        choices = {
+            "nn_type": NN_TYPES,
+            "reg_type": REG_TYPES,
+            "opt_method": OPT_METHODS,
+            "dataset": DATASETS,
+        }
+        for name, valid in choices.items():
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(
+                    f"Expected {name} in {list(valid)}. Received: {name}={value!r}"
+                )
+        positive_ints = {"n_epochs": self.n_epochs, "batch_size": self.batch_size}
+        for name, value in positive_ints.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Expected {name} to be a positive integer. "
+                    f"Received: {name}={value!r}"
+                )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"Expected lr > 0. Received: lr={self.lr!r}")
+        if not (math.isfinite(self.lmbd) and self.lmbd >= 0):
+            raise ValueError(f"Expected lmbd >= 0. Received: lmbd={self.lmbd!r}")
+        if not 0 < self.keep_hidden <= 1:
+            raise ValueError(
+                "Expected keep_hidden in (0, 1]. "
+                f"Received: keep_hidden={self.keep_hidden!r}"
+            )
+        if self.n_eval is not None and self.n_eval < 1:
+            raise ValueError(
+                f"Expected n_eval >= 1 or None. Received: n_eval={self.n_eval!r}"
+            )
+        if not self.experiment_name or os.sep in self.experiment_name:
+            raise ValueError(
+                "Expected a non-empty experiment_name without path separators. "
+                f"Received: experiment_name={self.experiment_name!r}"
+            )
+
+    def hyperparameter_string(self):
+        """The run's folder name: every setting that changes the trained model."""
+        return (
+            f"reg={self.reg_type}-lmbd={self.lmbd:g}-lr={self.lr:g}"
+            f"-opt={self.opt_method}-bs={self.batch_size}-ep={self.n_epochs}"
+            f"-keep={self.keep_hidden:g}-augm={int(self.augm_flag)}"
+            f"-adv={int(self.adv_train_flag)}-seed={self.seed}"
+        )
+
+    def run_dir(self):
+        return os.path.join(
+            self.exp_dir,
+            self.experiment_name,
+            self.dataset,
+            self.nn_type,
+            self.hyperparameter_string(),
+        )
+
+
+def configure_devices(gpu_number="3", gpu_memory=0.05):
+    """Applies the original's `--gpu_number` and `--gpu_memory` flags.
+
+    Must run before TensorFlow touches a GPU. TF 1's per-process memory
+    fraction has no TF 2 equivalent that works without knowing the card's
+    size, so a fraction below 1 turns on memory growth (take memory as
+    needed) instead of reserving the whole card. A requested GPU that does
+    not exist falls back to the first one with a warning, rather than
+    silently training on the CPU as the original would.
+    """
+    if not 0 < gpu_memory <= 1:
+        raise ValueError(
+            f"Expected gpu_memory in (0, 1]. Received: gpu_memory={gpu_memory!r}"
+        )
+    try:
+        wanted = [int(i) for i in str(gpu_number).split(",") if i.strip()]
+    except ValueError:
+        raise ValueError(
+            "Expected gpu_number to be comma-separated GPU indices. "
+            f"Received: gpu_number={gpu_number!r}"
+        ) from None
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return []
+    chosen = [gpus[i] for i in wanted if 0 <= i < len(gpus)]
+    if not chosen:
+        print(
+            f"warning: gpu_number={gpu_number!r} not among the {len(gpus)} "
+            "visible GPUs; using GPU 0"
+        )
+        chosen = gpus[:1]
+    tf.config.set_visible_devices(chosen, "GPU")
+    if gpu_memory < 1:
+        for gpu in chosen:
+            tf.config.experimental.set_memory_growth(gpu, True)
+    return chosen
+
+
+def build_model(config, input_shape, num_classes):
+    """The paper's network for `config` (call under the strategy's scope)."""
+    from tfrobust import models
+
+    dropout = config.reg_type == "dropout"
+    if config.nn_type == "mlp1layer":
+        return models.mlp1layer(
+            input_shape,
+            num_classes,
+            input_dropout=(1.0 - INPUT_KEEP) if dropout else 0.0,
+            hidden_dropout=(1.0 - config.keep_hidden) if dropout else 0.0,
+        )
+    return models.preact_resnet32(
+        input_shape,
+        num_classes,
+        dropout=(1.0 - config.keep_hidden) if dropout else 0.0,
+    )
+
+
+def extra_losses(config):
+    """The regularizer of `config` as training-loop extra losses."""
+    from tfrobust import regularizers
+
+    if config.reg_type == "cross_lipschitz":
+        return [regularizers.CrossLipschitz(config.lmbd)]
+    if config.reg_type == "weight_decay":
+        return [regularizers.WeightDecay(config.lmbd)]
+    return []
+
+
+def robustness_bounds(model, x, dataset="mnist", batch_size=128, lower=True):
+    """Per-example bounds on the minimal adversarial L2 change of `model`.
+
+    The upper bound is the norm of the smallest adversarial example found by
+    the box-constrained attack (it provably flips the class); the lower bound
+    is Theorem 2.1's certified radius, available for the one-hidden-layer
+    network only. Both refer to the class the model predicts.
+
+    Returns:
+        A dict of NumPy arrays: `pred`, `upper` (inf where the attack failed)
+        and, when `lower` is true and the model is an `mlp1layer`, `lower`.
+    """
+    from tfrobust import bounds
+    from tfrobust.attacks.boxed_linear import BoxedLinearL2
+
+    attack = BoxedLinearL2(mult=SEARCH_MULT.get(dataset, 1.2))
+    preds, uppers, lowers = [], [], []
+    can_certify = lower and _is_mlp1layer(model)
+    for start in range(0, len(x), batch_size):
+        xb = tf.convert_to_tensor(x[start : start + batch_size])
+        pred = tf.argmax(model(xb, training=False), axis=-1)
+        preds.append(pred.numpy())
+        uppers.append(attack.minimize(model, xb, pred).norm.numpy())
+        if can_certify:
+            lowers.append(bounds.mlp1layer_lower_bound(model, xb, p=2).numpy())
+    result = {"pred": np.concatenate(preds), "upper": np.concatenate(uppers)}
+    if can_certify:
+        result["lower"] = np.concatenate(lowers)
+    return result
+
+
+def _is_mlp1layer(model):
+    names = {layer.name for layer in getattr(model, "layers", [])}
+    return {"hidden", "logits"} <= names
+
+
+def summarize_bounds(bounds_dict, y):
+    """Mean and median bounds over the correctly classified points."""
+    correct = bounds_dict["pred"] == y
+    summary = {"n_points": int(len(y)), "n_correct": int(correct.sum())}
+    for key in ("upper", "lower"):
+        if key not in bounds_dict:
+            continue
+        values = bounds_dict[key][correct]
+        finite = values[np.isfinite(values)]
+        summary[f"{key}_bound_mean"] = float(finite.mean()) if finite.size else None
+        summary[f"{key}_bound_median"] = (
+            float(np.median(finite)) if finite.size else None
+        )
+        summary[f"{key}_bound_failed"] = int(values.size - finite.size)
+    return summary
+
+
+def _training_dataset(config, x, y):
+    """Shuffled batches, with the original's augmentation when asked."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
+    # The original drops the remainder of each epoch's permutation.
+    ds = ds.batch(config.batch_size, drop_remainder=True)
+    if config.augm_flag:
+        seeds = tf.data.Dataset.random(
+            seed=config.seed, rerandomize_each_iteration=True
+        ).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, seed: (
+                augmentation.augment_batch(xy[0], config.dataset, seed),
+                xy[1],
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_inputs(config, x):
+    return augmentation.center_crop(x, config.dataset) if config.augm_flag else x
+
+
+def _monitor_subset(config, x_test, y_test, n):
+    rng = np.random.default_rng(config.seed)
+    idx = rng.choice(len(x_test), size=min(n, len(x_test)), replace=False)
+    return x_test[idx], y_test[idx]
+
+
+def run(config):
+    """Trains (or, with `eval_robustness`, evaluates) one experiment.
+
+    Training writes to `config.run_dir()`: `checkpoints/` (resumed with
+    `continue_train`), `logs/` (TensorBoard), `model.keras`, `saved_model/`
+    (SavedModel export), `metrics.json` and `history.json`. Evaluation writes
+    `bounds.npz` (per-example upper and lower bounds) and
+    `robustness.json`.
+
+    Returns:
+        A dict of metrics (test error, bound summaries, paths).
+
+    Raises:
+        ValueError: bad settings, or existing checkpoints without
+            `continue_train` (nothing is overwritten silently).
+        FileNotFoundError: missing data, or `eval_robustness` without a
+            trained model.
+    """
+    config.validate()
+    if config.eval_robustness:
+        return evaluate(config)
+    return train(config)
+
+
+def train(config):
+    import keras
+
+    from tfrobust import training
+    from tfrobust.attacks.boxed_linear import BoxedLinearAdversarialTransform
+
+    run_dir = config.run_dir()
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if _has_checkpoint(ckpt_dir) and not config.continue_train:
+        raise ValueError(
+            f"Expected no checkpoints in {ckpt_dir} unless continue_train is "
+            "set. Received: continue_train=False. Pass --continue_train to "
+            "resume, or choose another --experiment_name."
+        )
+    x_train, y_train = data_lib.load(config.dataset, "train", config.data_dir)
+    x_test, y_test = data_lib.load(config.dataset, "test", config.data_dir)
+    num_classes = data_lib.num_classes(config.dataset)
+    input_shape = x_train.shape[1:]
+    if config.augm_flag:
+        input_shape = augmentation.cropped_shape(config.dataset, input_shape)
+    x_test_in = _eval_inputs(config, x_test)
+    if len(x_train) < config.batch_size:
+        raise ValueError(
+            f"Expected batch_size <= number of training images "
+            f"({len(x_train)}). Received: batch_size={config.batch_size}"
+        )
+
+    training.set_seed(config.seed)
+    strategy = training.make_strategy(config.strategy)
+    with strategy.scope():
+        model = build_model(config, input_shape, num_classes)
+    steps_per_epoch = len(x_train) // config.batch_size
+    schedule = training.PiecewiseByFraction(
+        config.lr, total_steps=config.n_epochs * steps_per_epoch
+    )
+    transform = (
+        BoxedLinearAdversarialTransform(alpha_adv=0.5)
+        if config.adv_train_flag
+        else None
+    )
+    x_mon, y_mon = _monitor_subset(config, x_test_in, y_test, MONITOR_POINTS)
+    monitor_log = []
+
+    def monitor(epoch, model_):
+        # The original's epoch % 15 == 1 with 1-based epochs.
+        if epoch % MONITOR_EVERY != 0 and epoch != config.n_epochs - 1:
+            return
+        b = robustness_bounds(model_, x_mon, config.dataset, lower=False)
+        s = summarize_bounds(b, y_mon)
+        s["epoch"] = epoch + 1
+        monitor_log.append(s)
+        if config.verbose:
+            print(
+                f"epoch {epoch + 1}: mean upper bound on {len(y_mon)} test "
+                f"points = {s.get('upper_bound_mean')}"
+            )
+
+    started = time.time()
+    history = training.fit(
+        model,
+        _training_dataset(config, x_train, y_train),
+        epochs=config.n_epochs,
+        optimizer=config.opt_method,
+        learning_rate=schedule,
+        extra_losses=extra_losses(config),
+        input_transform=transform,
+        eval_data=(x_test_in, y_test),
+        checkpoint_dir=ckpt_dir,
+        log_dir=os.path.join(run_dir, "logs"),
+        strategy=strategy,
+        seed=config.seed,
+        verbose=config.verbose,
+        callbacks=[
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: monitor(epoch, model)
+            )
+        ],
+    )
+    train_seconds = time.time() - started
+    test_acc = training.evaluate_accuracy(model, (x_test_in, y_test))
+    model_path = os.path.join(run_dir, "model.keras")
+    model.save(model_path)
+    model.export(os.path.join(run_dir, "saved_model"), verbose=False)
+
+    b = robustness_bounds(model, x_mon, config.dataset)
+    metrics = {
+        "config": dataclasses.asdict(config),
+        "test_error": 1.0 - float(test_acc),
+        "n_train": int(len(x_train)),
+        "n_test": int(len(x_test)),
+        "train_seconds": train_seconds,
+        "robustness_monitor": monitor_log,
+        "robustness_final": summarize_bounds(b, y_mon),
+        "model_path": model_path,
+    }
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    with open(os.path.join(run_dir, "history.json"), "w") as f:
+        json.dump(_jsonable(history), f, indent=2)
+    if config.verbose:
+        _print_summary(metrics)
+    return metrics
+
+
+def evaluate(config):
+    """Per-example upper and lower bounds of a trained experiment."""
+    import keras
+
+    run_dir = config.run_dir()
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(
+            f"Expected a trained model at {model_path}. Train it first with "
+            "the same flags but without --eval_robustness."
+        )
+    model = keras.saving.load_model(model_path)
+    x_test, y_test = data_lib.load(config.dataset, "test", config.data_dir)
+    x_test = _eval_inputs(config, x_test)
+    if config.n_eval is not None:
+        x_test, y_test = x_test[: config.n_eval], y_test[: config.n_eval]
+    started = time.time()
+    b = robustness_bounds(model, x_test, config.dataset, config.batch_size)
+    np.savez(os.path.join(run_dir, "bounds.npz"), y=y_test, **b)
+    summary = summarize_bounds(b, y_test)
+    summary["test_error"] = float(np.mean(b["pred"] != y_test))
+    summary["eval_seconds"] = time.time() - started
+    with open(os.path.join(run_dir, "robustness.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if config.verbose:
+        print(json.dumps(summary, indent=2))
+    return summary
+
+
+def _has_checkpoint(ckpt_dir):
+    return tf.train.latest_checkpoint(ckpt_dir) is not None
+
+
+def _jsonable(history):
+    if hasattr(history, "history"):
+        history = history.history
+    out = {}
+    for key, values in dict(history).items():
+        out[key] = [float(v) for v in np.ravel(values)]
+    return out
+
+
+def _print_summary(metrics):
+    final = metrics["robustness_final"]
+    print(
+        f"clean test accuracy: {100 * (1 - metrics['test_error']):.2f}% "
+        f"({metrics['n_test']} test images)"
+    )
+    line = (
+        f"minimal adversarial L2 change on {final['n_correct']} correctly "
+        f"classified test points: upper bound median "
+        f"{final.get('upper_bound_median')}"
+    )
+    if "lower_bound_median" in final:
+        line += f", certified lower bound median {final['lower_bound_median']}"
+    print(line)
