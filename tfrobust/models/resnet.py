@@ -1,0 +1,295 @@
+"""ResNets of Cross-Lipschitz (pre-activation) and SIAM (He et al.)."""
+
+import keras
+from keras import ops
+
+from tfrobust.layers.activations import ScaledSoftplus
+from tfrobust.models import _checks
+from tfrobust.models import _init
+
+
+@keras.saving.register_keras_serializable(package="tfrobust")
+class ChannelZeroPad(keras.layers.Layer):
+    """Appends zero channels: the parameter-free ResNet shortcut ("option A").
+
+    Args:
+        before: Number of zero channels put before the input's channels.
+        after: Number of zero channels put after them.
+        **kwargs: Base layer keyword arguments.
+
+    Call arguments:
+        inputs: Tensor of shape [B, H, W, C].
+        training: Unused.
+
+    Returns:
+        A tensor of shape [B, H, W, before + C + after].
+
+    Raises:
+        ValueError: If `before` or `after` is a negative int.
+    """
+
+    def __init__(self, before, after, **kwargs):
+        super().__init__(**kwargs)
+        self.before = _checks.check_positive_int(before, "before", minimum=0)
+        self.after = _checks.check_positive_int(after, "after", minimum=0)
+
+    def call(self, inputs, training=False):
+        return ops.pad(
+            inputs, [[0, 0], [0, 0], [0, 0], [self.before, self.after]]
+        )
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None:
+            channels = channels + self.before + self.after
+        return tuple(input_shape[:-1]) + (channels,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"before": self.before, "after": self.after})
+        return config
+
+
+def _activation_layer(activation, alpha, name):
+    if activation == "softplus":
+        return ScaledSoftplus(alpha, name=name)
+    return keras.layers.Activation(activation, name=name)
+
+
+def preact_resnet32(
+    input_shape,
+    num_classes,
+    n_units=5,
+    alpha=10.0,
+    dropout=0.0,
+    activation="softplus",
+):
+    """Builds the pre-activation ResNet of the Cross-Lipschitz experiments.
+
+    Initial 3x3 conv with 16 filters, then three stages of `n_units`
+    pre-activation units (BN -> act -> conv3x3 -> BN -> act -> [dropout] ->
+    conv3x3) with widths 16, 32, 64 and stride 2 in the first unit of stages
+    2 and 3; the first unit of stage 1 shares its BN-act with the shortcut.
+    Shortcuts that change width average-pool and zero-pad channels (no
+    parameters). Head: BN -> act -> global average pool -> Dense K (with
+    bias). Convs have no bias and N(0, 2 / (9 * out_channels)) init; the
+    output layer uses uniform unit scaling (LeCun uniform). BN: momentum 0.9,
+    epsilon 1e-3. Depth is 6 * n_units + 2 (32 for the default).
+
+    Unlike the original, which hard-codes 3 input channels, any channel count
+    works (so MNIST can be used). The shortcut's average pool uses 'same'
+    padding instead of 'valid': identical for even sizes, and for odd sizes
+    it keeps the shortcut the same size as the strided conv branch.
+
+    Args:
+        input_shape: Image shape; height and width must be >= 4.
+        num_classes: Number of classes K.
+        n_units: Residual units per stage (5 -> ResNet-32).
+        alpha: Sharpness of the softplus activation.
+        dropout: Dropout rate between the two convolutions of each unit
+            (`1 - keep_hidden` with the paper's dropout regulariser).
+        activation: `"softplus"` (softplus(alpha x)/alpha, the paper's
+            choice), `"relu"` or `"sigmoid"`, the original's alternatives.
+
+    Returns:
+        A `keras.Model` mapping images to logits of shape [B, K].
+
+    Raises:
+        ValueError: If an argument is out of range.
+
+    References:
+        Hein & Andriushchenko, "Formal Guarantees on the Robustness of a
+        Classifier against Adversarial Manipulation", NIPS 2017; He et al.,
+        "Identity Mappings in Deep Residual Networks", ECCV 2016.
+    """
+    input_shape = _checks.check_input_shape(input_shape, min_spatial=4)
+    num_classes = _checks.check_num_classes(num_classes)
+    n_units = _checks.check_positive_int(n_units, "n_units")
+    alpha = _checks.check_positive_float(alpha, "alpha")
+    dropout = _checks.check_rate(dropout, "dropout")
+    if activation not in ("softplus", "relu", "sigmoid"):
+        raise ValueError(
+            "Expected `activation` to be one of 'softplus', 'relu', "
+            f"'sigmoid'. Received: activation={activation!r}"
+        )
+
+    def conv(filters, stride, name):
+        return keras.layers.Conv2D(
+            filters,
+            3,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_init.he_normal_fan_out(),
+            name=name,
+        )
+
+    def bn(name):
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-3, name=name
+        )
+
+    def unit(x, in_filters, out_filters, stride, activate_before, name):
+        pre = bn(f"{name}_bn1")(x)
+        pre = _activation_layer(activation, alpha, f"{name}_act1")(pre)
+        shortcut = pre if activate_before else x
+        h = conv(out_filters, stride, f"{name}_conv1")(pre)
+        h = bn(f"{name}_bn2")(h)
+        h = _activation_layer(activation, alpha, f"{name}_act2")(h)
+        if dropout > 0:
+            h = keras.layers.Dropout(dropout, name=f"{name}_dropout")(h)
+        h = conv(out_filters, 1, f"{name}_conv2")(h)
+        if in_filters != out_filters:
+            shortcut = keras.layers.AveragePooling2D(
+                stride, strides=stride, padding="same", name=f"{name}_pool"
+            )(shortcut)
+            # As in the original, (out - in) // 2 zeros on each side.
+            pad = (out_filters - in_filters) // 2
+            shortcut = ChannelZeroPad(pad, pad, name=f"{name}_pad")(shortcut)
+        return keras.layers.Add(name=f"{name}_add")([h, shortcut])
+
+    inputs = keras.Input(shape=input_shape, name="x")
+    h = conv(16, 1, "init_conv")(inputs)
+    filters = (16, 16, 32, 64)
+    strides = (1, 2, 2)
+    for stage in range(3):
+        in_f, out_f = filters[stage], filters[stage + 1]
+        for i in range(n_units):
+            h = unit(
+                h,
+                in_f if i == 0 else out_f,
+                out_f,
+                strides[stage] if i == 0 else 1,
+                activate_before=(stage == 0 and i == 0),
+                name=f"unit{stage + 1}_{i}",
+            )
+    h = bn("final_bn")(h)
+    h = _activation_layer(activation, alpha, "final_act")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    logits = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.LecunUniform(),
+        name="logits",
+    )(h)
+    return keras.Model(inputs, logits, name=f"preact_resnet{6 * n_units + 2}")
+
+
+def resnet_cifar(
+    depth=20, input_shape=(32, 32, 3), num_classes=10, width=1, block=None
+):
+    """Builds He et al.'s CIFAR ResNet as used by Smoothed Inference (SIAM).
+
+    conv3x3 (16w) -> BN -> ReLU, three stages of blocks with widths 16w, 32w,
+    64w (stride 2 at the start of stages 2 and 3), global average pool (the
+    original's AvgPool 8 on 32x32 inputs) and Dense K. Shortcuts are a 1x1
+    conv + BN projection whenever the shape changes, identity otherwise.
+    Convs have no bias and the He et al. init N(0, 2 / (k*k*out)); BN has
+    gamma 1, beta 0, PyTorch's momentum 0.1 (Keras momentum 0.9) and
+    epsilon 1e-5; the Dense layer uses PyTorch's default init.
+
+    Basic blocks (two 3x3 convs) give depth 6n + 2 (20, 32, 44, 56, 110);
+    bottleneck blocks (1x1, 3x3, 1x1 with 4x expansion) give depth 9n + 2
+    (164). The original hard-codes the first BN to 16 channels, so any
+    `width != 1` crashes; here the stem is 16 * width throughout, making the
+    width multiplier work.
+
+    Args:
+        depth: Network depth (see above).
+        input_shape: Image shape; height and width must be >= 4.
+        num_classes: Number of classes K.
+        width: Positive int width multiplier.
+        block: `"basic"`, `"bottleneck"`, or None for basic blocks when
+            depth < 164 and bottleneck blocks from 164 on (as the original).
+
+    Returns:
+        A `keras.Model` mapping images to logits of shape [B, K].
+
+    Raises:
+        ValueError: If an argument is out of range or `depth` does not fit
+            the block type.
+
+    References:
+        He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition",
+        CVPR 2016; Nemcovsky et al., "Smoothed Inference for Improving
+        Adversarial Robustness", 2019.
+    """
+    depth = _checks.check_positive_int(depth, "depth", minimum=8)
+    input_shape = _checks.check_input_shape(input_shape, min_spatial=4)
+    num_classes = _checks.check_num_classes(num_classes)
+    width = _checks.check_positive_int(width, "width")
+    if block is None:
+        block = "bottleneck" if depth >= 164 else "basic"
+    if block not in ("basic", "bottleneck"):
+        raise ValueError(
+            "Expected `block` to be 'basic', 'bottleneck' or None. "
+            f"Received: block={block!r}"
+        )
+    layers_per_block = 2 if block == "basic" else 3
+    if (depth - 2) % (3 * layers_per_block) != 0:
+        raise ValueError(
+            f"Expected `depth` to be {3 * layers_per_block}n + 2 for "
+            f"{block} blocks (e.g. "
+            f"{'20, 32, 44, 56, 110' if block == 'basic' else '164'}). "
+            f"Received: depth={depth}"
+        )
+    n = (depth - 2) // (3 * layers_per_block)
+    expansion = 1 if block == "basic" else 4
+
+    def conv(filters, kernel, stride, name):
+        return keras.layers.Conv2D(
+            filters,
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=_init.he_normal_fan_out(),
+            name=name,
+        )
+
+    def bn(name):
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5, name=name
+        )
+
+    def relu(name):
+        return keras.layers.ReLU(name=name)
+
+    def residual_block(x, in_filters, planes, stride, name):
+        out_filters = planes * expansion
+        if block == "basic":
+            h = conv(planes, 3, stride, f"{name}_conv1")(x)
+            h = relu(f"{name}_relu1")(bn(f"{name}_bn1")(h))
+            h = bn(f"{name}_bn2")(conv(planes, 3, 1, f"{name}_conv2")(h))
+        else:
+            h = conv(planes, 1, 1, f"{name}_conv1")(x)
+            h = relu(f"{name}_relu1")(bn(f"{name}_bn1")(h))
+            h = conv(planes, 3, stride, f"{name}_conv2")(h)
+            h = relu(f"{name}_relu2")(bn(f"{name}_bn2")(h))
+            h = bn(f"{name}_bn3")(conv(out_filters, 1, 1, f"{name}_conv3")(h))
+        shortcut = x
+        if stride != 1 or in_filters != out_filters:
+            shortcut = conv(out_filters, 1, stride, f"{name}_proj")(x)
+            shortcut = bn(f"{name}_proj_bn")(shortcut)
+        h = keras.layers.Add(name=f"{name}_add")([h, shortcut])
+        return relu(f"{name}_out")(h), out_filters
+
+    inputs = keras.Input(shape=input_shape, name="x")
+    filters = 16 * width
+    h = conv(filters, 3, 1, "conv1")(inputs)
+    h = relu("relu1")(bn("bn1")(h))
+    for stage, (planes, stride) in enumerate(
+        zip((16 * width, 32 * width, 64 * width), (1, 2, 2))
+    ):
+        for i in range(n):
+            h, filters = residual_block(
+                h,
+                filters,
+                planes,
+                stride if i == 0 else 1,
+                name=f"stage{stage + 1}_block{i}",
+            )
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    logits = keras.layers.Dense(
+        num_classes, name="logits", **_init.torch_default(filters)
+    )(h)
+    return keras.Model(inputs, logits, name=f"resnet{depth}_cifar")
