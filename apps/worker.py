@@ -12,7 +12,7 @@ Flags and defaults mirror Hein & Andriushchenko's `worker.py`; `--data_dir`,
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,6 +39,7 @@ flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_D
 flags.DEFINE_string("exp_dir", _D.exp_dir, "Root folder of experiments.")
 flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
 flags.DEFINE_integer("seed", _D.seed, "Random seed (the original's r_seed=5).")
+flags.DEFINE_integer("n_train", None, "Train on the first n training images (default: all).")
 flags.DEFINE_integer("n_eval", None, "Test points for --eval_robustness (default: all).")
 FLAGS = flags.FLAGS
 
@@ -48,6 +49,10 @@ _CONFIG_FIELDS = [f.name for f in cl.dataclasses.fields(cl.WorkerConfig) if f.na
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # TensorFlow's INFO lines (checkpoint sharding, SavedModel assets) would
+    # drown the per-epoch metrics; --verbosity=0 brings them back.
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     cl.configure_devices(FLAGS.gpu_number, FLAGS.gpu_memory)
     config = cl.WorkerConfig(**{name: FLAGS[name].value for name in _CONFIG_FIELDS})
     try:

@@ -29,7 +29,7 @@ _SUBMODULES = (
     "training",
 )
 
-__all__ = list(_SUBMODULES) + ["__version__"]
+__all__ = list(_SUBMODULES) + ["__version__", "load_model"]
 
 
 def __getattr__(name):
@@ -38,6 +38,20 @@ def __getattr__(name):
         globals()[name] = module
         return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_model(path, **kwargs):
+    """`keras.saving.load_model` with every tfrobust layer registered first.
+
+    Keras finds custom classes through its registry, which is filled when
+    their modules are imported; the lazy top-level import would otherwise
+    leave a saved tfrobust model unloadable in a fresh process.
+    """
+    import keras
+
+    importlib.import_module(f"{__name__}.layers")
+    importlib.import_module(f"{__name__}.models")
+    return keras.saving.load_model(path, **kwargs)
 
 
 def __dir__():

@@ -52,14 +52,12 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
     rows = []
     for run_dir in run_dirs:
         config = load_run_config(run_dir)
-        config.eval_robustness = True
         config.n_eval = n_eval
-        config.batch_size = batch_size
         config.verbose = 0
         if data_dir is not None:
             config.data_dir = data_dir
         config.exp_dir = _exp_root(run_dir)
-        summary = cl.evaluate(config)
+        summary = cl.evaluate(config, run_dir=run_dir, batch_size=batch_size)
         saved = np.load(os.path.join(run_dir, "bounds.npz"))
         b = {k: saved[k] for k in saved.files if k != "y"}
         y = saved["y"]

@@ -29,6 +29,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import tfrobust
 from tfrobust import data as data_lib
 from tfrobust.data import augmentation
 
@@ -72,7 +73,9 @@ class WorkerConfig:
     strategy: str = "default"
     seed: int = 5
     n_eval: int | None = None
-    verbose: int = 1
+    n_train: int | None = None
+    # 2: one line per epoch (logs stay readable); 1: a progress bar.
+    verbose: int = 2
 
     def validate(self):
         """Raises ValueError naming the first bad setting."""
@@ -104,6 +107,10 @@ class WorkerConfig:
                 "Expected keep_hidden in (0, 1]. "
                 f"Received: keep_hidden={self.keep_hidden!r}"
             )
+        if self.n_train is not None and self.n_train < 1:
+            raise ValueError(
+                f"Expected n_train >= 1 or None. Received: n_train={self.n_train!r}"
+            )
         if self.n_eval is not None and self.n_eval < 1:
             raise ValueError(
                 f"Expected n_eval >= 1 or None. Received: n_eval={self.n_eval!r}"
@@ -121,6 +128,7 @@ class WorkerConfig:
             f"-opt={self.opt_method}-bs={self.batch_size}-ep={self.n_epochs}"
             f"-keep={self.keep_hidden:g}-augm={int(self.augm_flag)}"
             f"-adv={int(self.adv_train_flag)}-seed={self.seed}"
+            + (f"-ntrain={self.n_train}" if self.n_train else "")
         )
 
     def run_dir(self):
@@ -323,6 +331,8 @@ def train(config):
             "resume, or choose another --experiment_name."
         )
     x_train, y_train = data_lib.load(config.dataset, "train", config.data_dir)
+    if config.n_train is not None:
+        x_train, y_train = x_train[: config.n_train], y_train[: config.n_train]
     x_test, y_test = data_lib.load(config.dataset, "test", config.data_dir)
     num_classes = data_lib.num_classes(config.dataset)
     input_shape = x_train.shape[1:]
@@ -412,24 +422,29 @@ def train(config):
     return metrics
 
 
-def evaluate(config):
-    """Per-example upper and lower bounds of a trained experiment."""
-    import keras
+def evaluate(config, run_dir=None, batch_size=None):
+    """Per-example upper and lower bounds of a trained experiment.
 
-    run_dir = config.run_dir()
+    Args:
+        config: the run's `WorkerConfig` (dataset, data_dir, n_eval, ...).
+        run_dir: the run's folder; defaults to `config.run_dir()`.
+        batch_size: evaluation chunk; defaults to `config.batch_size`.
+    """
+    run_dir = run_dir or config.run_dir()
+    batch_size = batch_size or config.batch_size
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.exists(model_path):
         raise FileNotFoundError(
             f"Expected a trained model at {model_path}. Train it first with "
             "the same flags but without --eval_robustness."
         )
-    model = keras.saving.load_model(model_path)
+    model = tfrobust.load_model(model_path)
     x_test, y_test = data_lib.load(config.dataset, "test", config.data_dir)
     x_test = _eval_inputs(config, x_test)
     if config.n_eval is not None:
         x_test, y_test = x_test[: config.n_eval], y_test[: config.n_eval]
     started = time.time()
-    b = robustness_bounds(model, x_test, config.dataset, config.batch_size)
+    b = robustness_bounds(model, x_test, config.dataset, batch_size)
     np.savez(os.path.join(run_dir, "bounds.npz"), y=y_test, **b)
     summary = summarize_bounds(b, y_test)
     summary["test_error"] = float(np.mean(b["pred"] != y_test))

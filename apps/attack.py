@@ -1,0 +1,64 @@
+"""Attacks a saved classifier on a dataset and writes adversarial examples and a report.
+
+    python apps/attack.py --model=model.keras --dataset=mnist --n_examples=1000 \
+        --attacks=fgsm,pgd,cw --norm=2 --eps=0.5,1.0,2.0 --steps=100 --out_dir=out
+
+Writes `adv_<attack>_<eps>.npz` (x_adv, y, predictions) per attack and eps,
+and `report.json`, `report.md`, `results.npz`, `robust_accuracy.png`. The
+model is a `.keras` file or a SavedModel directory (`model.export(path)`)
+returning logits. Attacks run on the default device; `--strategy` only
+scopes the model (see `tfrobust.evaluation.app`).
+"""
+
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tfrobust.evaluation import registry  # noqa: E402
+
+flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory (logits).")
+flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "gtsrb", "digits"], "Dataset.")
+flags.DEFINE_enum("split", "test", ["test", "train"], "Split.")
+flags.DEFINE_string("data_dir", None, "Dataset files (default: $TFROBUST_DATA_DIR).")
+flags.DEFINE_integer("n_examples", None, "First examples of the split (default: all).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
+flags.DEFINE_list("attacks", ["pgd"], f"Comma list of {', '.join(registry.ATTACKS)}.")
+flags.DEFINE_enum("norm", "inf", ["inf", "2", "1"], "Threat norm.")
+flags.DEFINE_list("eps", [], "Comma list of budgets, one run per eps.")
+flags.DEFINE_integer("steps", None, "Attack iterations (default: each paper's).", lower_bound=1)
+flags.DEFINE_float("step_size", None, "PGD/BIM step length (default: each paper's).", lower_bound=0.0)
+flags.DEFINE_integer("restarts", 1, "Random restarts of pgd attacks.", lower_bound=1)
+flags.DEFINE_bool("targeted", False, "Targeted attacks (--target_class, else random targets).")
+flags.DEFINE_integer("target_class", None, "Target class of --targeted.", lower_bound=0)
+flags.DEFINE_integer("eot_samples", 1, "Wrap the model in EoT with this many draws when > 1.", lower_bound=1)
+flags.DEFINE_string("strategy", "default", "tf.distribute strategy name (see make_strategy).")
+flags.DEFINE_integer("seed", 0, "Seed of random starts, targets and sanity checks.", lower_bound=0)
+flags.DEFINE_bool("sanity_checks", True, "Run the sanity checks against obfuscated gradients.")
+flags.DEFINE_string("out_dir", None, "Output folder.")
+flags.mark_flags_as_required(["model", "out_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from tfrobust.evaluation import run_attack_app
+
+    try:
+        run_attack_app(
+            FLAGS.model, out_dir=FLAGS.out_dir, dataset=FLAGS.dataset, split=FLAGS.split,
+            data_dir=FLAGS.data_dir, n_examples=FLAGS.n_examples, batch_size=FLAGS.batch_size,
+            attacks=FLAGS.attacks, norm=FLAGS.norm, eps=FLAGS.eps, steps=FLAGS.steps,
+            step_size=FLAGS.step_size, restarts=FLAGS.restarts, targeted=FLAGS.targeted,
+            target_class=FLAGS.target_class, eot_samples=FLAGS.eot_samples,
+            strategy=FLAGS.strategy, seed=FLAGS.seed, sanity_checks=FLAGS.sanity_checks,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from err
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,45 @@
+"""Trains and evaluates a grid of Cross-Lipschitz runs from a config file.
+
+    python apps/sweep.py --config=configs/cross_lipschitz_mnist.py \
+        --exp_dir=exps --out_dir=docs/results/cl_mnist --data_dir=PATH
+    python apps/sweep.py --config=configs/cross_lipschitz_mnist.py --quick
+
+Killed sweeps resume: finished runs are skipped, interrupted ones continue
+from their last checkpoint.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tfrobust.experiments import sweep  # noqa: E402
+
+flags.DEFINE_string("config", None, "Python file with get_config(quick=False).", required=True)
+flags.DEFINE_bool("quick", False, "The config's shrunk variant (smoke test).")
+flags.DEFINE_string("exp_dir", "exps", "Root folder of experiments.")
+flags.DEFINE_string("out_dir", None, "Where the report goes.")
+flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR).")
+flags.DEFINE_string("strategy", "default", "tf.distribute strategy name.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    try:
+        config = sweep.load_config_file(FLAGS.config, quick=FLAGS.quick)
+        sweep.run_sweep(
+            config, exp_dir=FLAGS.exp_dir, data_dir=FLAGS.data_dir,
+            strategy=FLAGS.strategy, out_dir=FLAGS.out_dir,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise app.UsageError(str(err)) from err
+
+
+if __name__ == "__main__":
+    app.run(main)
