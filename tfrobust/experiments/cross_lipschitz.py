@@ -37,8 +37,6 @@ NN_TYPES = ("mlp1layer", "resnet")
 REG_TYPES = ("cross_lipschitz", "weight_decay", "dropout", "no")
 OPT_METHODS = ("sgd", "momentum", "adam")
 DATASETS = ("mnist", "cifar10", "gtsrb", "digits")
-# Binary-search growth factor of the original `ae_generation.py` per dataset.
-SEARCH_MULT = {"mnist": 1.2, "cifar10": 1.3, "gtsrb": 1.2, "digits": 1.2}
 # The original monitors robustness every 15 epochs on 100 random test points.
 MONITOR_EVERY = 15
 MONITOR_POINTS = 100
@@ -222,9 +220,9 @@ def robustness_bounds(model, x, dataset="mnist", batch_size=128, lower=True):
         and, when `lower` is true and the model is an `mlp1layer`, `lower`.
     """
     from tfrobust import bounds
-    from tfrobust.attacks.boxed_linear import BoxedLinearL2
+    from tfrobust.attacks.boxed_linear import MULT_BY_DATASET, BoxedLinearL2
 
-    attack = BoxedLinearL2(mult=SEARCH_MULT.get(dataset, 1.2))
+    attack = BoxedLinearL2(mult=MULT_BY_DATASET.get(dataset, 1.2))
     preds, uppers, lowers = [], [], []
     can_certify = lower and _is_mlp1layer(model)
     for start in range(0, len(x), batch_size):
