@@ -1,0 +1,525 @@
+"""Threat models as values: the input domain `Box` and the ball `LpBall`.
+
+An attack never subclasses a norm; it takes an `LpBall` and asks it for the
+three things a first-order attack needs (a norm, a projection and a steepest
+ascent direction) plus a random start. Every method is batched over the first
+axis, reduces over all other axes, runs eagerly or inside `tf.function`, and
+keeps the dtype of its input (float32 or float64).
+
+>>> ball = LpBall("l2", eps=0.5)
+>>> delta = ball.project_with_box(x, 0.1 * tf.random.normal(tf.shape(x)))
+"""
+
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["Box", "LpBall"]
+
+# The projections accumulate sums over every coordinate of an example, which
+# float32 does to only ~1e-3 relative accuracy on CIFAR-sized inputs, so they
+# run in float64 and cast back.
+_SWEEP_DTYPE = tf.float64
+
+_P_ALIASES = {"1": 1, "l1": 1, "2": 2, "l2": 2, "inf": np.inf, "linf": np.inf, "l_inf": np.inf}
+
+
+def _finite_real(value, name):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.generic)) \
+            or not math.isfinite(float(value)):
+        raise ValueError(f"Expected {name} to be a finite real number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _non_negative(value, name):
+    value = _finite_real(value, name)
+    if value < 0:
+        raise ValueError(f"Expected {name} to be finite and >= 0. Received: {name}={value!r}")
+    return value
+
+
+def _float_tensor(value, name, dtype=None):
+    if value is None:  # e.g. a gradient that is disconnected from the loss
+        raise ValueError(f"Expected {name} to be a float tensor. Received: {name}=None")
+    value = tf.convert_to_tensor(value)
+    if not value.dtype.is_floating:
+        raise ValueError(f"Expected {name} to have a floating dtype. Received: {name}.dtype={value.dtype.name}")
+    if dtype is not None and value.dtype != dtype:
+        value = tf.cast(value, dtype)
+    if value.shape.rank is not None and value.shape.rank < 1:
+        raise ValueError(f"Expected {name} to have a batch axis (rank >= 1). Received: {name}.shape={value.shape}")
+    return value
+
+
+def _check_same_shape(a, b, name_a, name_b):
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(f"Expected {name_a} and {name_b} to have the same shape. "
+                         f"Received: {name_a}.shape={a.shape}, {name_b}.shape={b.shape}")
+
+
+def _flatten(v):
+    # A static row length (known whenever the non-batch dims are) keeps the
+    # top-k size static, which XLA needs.
+    dim = v.shape[1:].num_elements() if v.shape.rank is not None else None
+    return tf.reshape(v, [tf.shape(v)[0], -1 if dim is None else dim])
+
+
+class _ConfigValue:
+    """Value semantics from `get_config`: equality, hashing, repr, from_config."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__,) + tuple(sorted(self.get_config().items())))
+
+    def __repr__(self):
+        args = ", ".join(f"{key}={value!r}" for key, value in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Box(_ConfigValue):
+    """The valid input domain `[lo, hi]` (the same bounds for every pixel).
+
+    Args:
+        lo: lower bound, a finite float.
+        hi: upper bound, a finite float with `hi > lo`.
+
+    Raises:
+        ValueError: if a bound is not finite or `lo >= hi`.
+    """
+
+    def __init__(self, lo=0.0, hi=1.0):
+        self.lo, self.hi = _finite_real(lo, "lo"), _finite_real(hi, "hi")
+        if self.lo >= self.hi:
+            raise ValueError(f"Expected lo < hi. Received: lo={lo!r}, hi={hi!r}")
+
+    @classmethod
+    def coerce(cls, bounds):
+        """Returns `bounds` as a `Box` (accepts a `Box` or a pair `(lo, hi)`)."""
+        if isinstance(bounds, Box):
+            return bounds
+        try:
+            lo, hi = bounds
+        except (TypeError, ValueError):
+            raise ValueError(f"Expected bounds to be a Box or a pair (lo, hi). Received: bounds={bounds!r}") from None
+        return cls(lo, hi)
+
+    def clip(self, x):
+        """Clips `x` into the box (same dtype and shape)."""
+        x = tf.convert_to_tensor(x)
+        return tf.clip_by_value(x, tf.constant(self.lo, x.dtype), tf.constant(self.hi, x.dtype))
+
+    def contains(self, x, atol=1e-6):
+        """Whether every entry of `x` lies in `[lo - atol, hi + atol]`.
+
+        Returns a Python bool when executing eagerly, a scalar bool tensor
+        inside a `tf.function`.
+        """
+        x = tf.convert_to_tensor(x)
+        inside = tf.reduce_all((x >= tf.constant(self.lo - atol, x.dtype))
+                               & (x <= tf.constant(self.hi + atol, x.dtype)))
+        return bool(inside) if tf.executing_eagerly() else inside
+
+    def get_config(self):
+        return {"lo": self.lo, "hi": self.hi}
+
+
+class LpBall(_ConfigValue):
+    """The perturbation set `{delta : ||delta||_p <= eps}`, p in {1, 2, inf}.
+
+    Args:
+        p: 1, 2 or `np.inf`; the strings "l1", "l2", "linf", "inf" (any case)
+            are accepted too. Stored as 1, 2 or `np.inf`.
+        eps: the radius, a finite float >= 0.
+        l1_sparsity: for p = 1 only, the quantile of |grad| above which
+            `steepest_direction` moves: it uses the top
+            `k = max(1, ceil((1 - l1_sparsity) * d))` coordinates of each
+            example of dimension d. The default 0.99 keeps the top 1%; 1.0
+            moves one coordinate (the exact L1 steepest direction).
+
+    Raises:
+        ValueError: on an unknown p, a negative or non-finite eps, or
+            `l1_sparsity` outside [0, 1].
+
+    References:
+        Duchi et al., "Efficient projections onto the l1-ball for learning in
+        high dimensions", ICML 2008 (the L1 projection).
+        Tramer & Boneh, "Adversarial training and robustness for multiple
+        perturbations", NeurIPS 2019 (the sparse L1 direction, SLIDE).
+    """
+
+    def __init__(self, p, eps, l1_sparsity=0.99):
+        self.p = self._parse_p(p)
+        self.eps = _non_negative(eps, "eps")
+        self.l1_sparsity = _non_negative(l1_sparsity, "l1_sparsity")
+        if self.l1_sparsity > 1:
+            raise ValueError(f"Expected l1_sparsity in [0, 1]. Received: l1_sparsity={l1_sparsity!r}")
+
+    @staticmethod
+    def _parse_p(p):
+        if isinstance(p, str) and p.strip().lower() in _P_ALIASES:
+            return _P_ALIASES[p.strip().lower()]
+        if not isinstance(p, (bool, str)) and isinstance(p, (numbers.Real, np.generic)) and float(p) in (1, 2, np.inf):
+            return np.inf if float(p) == np.inf else int(p)
+        raise ValueError(f"Expected p in {{1, 2, inf}}. Received: p={p!r}")
+
+    @property
+    def dual_p(self):
+        """The exponent q of the dual norm (1/p + 1/q = 1)."""
+        return {1: np.inf, 2: 2, np.inf: 1}[self.p]
+
+    def norm(self, delta):
+        """Per-example p-norm of `delta`, shape [B]."""
+        return _lp_norm(_float_tensor(delta, "delta"), self.p)
+
+    def dual_norm(self, grad):
+        """Per-example dual norm `||grad||_q` (the value `<grad, d>` reaches for the exact steepest direction)."""
+        return _lp_norm(_float_tensor(grad, "grad"), self.dual_p)
+
+    def project(self, delta):
+        """Exact Euclidean projection of each example of `delta` onto the ball.
+
+        L-inf clips, L2 rescales, L1 soft-thresholds with the threshold from
+        the sort-based algorithm of Duchi et al. (2008). Examples already
+        inside the ball are returned unchanged, bit for bit.
+
+        Args:
+            delta: float tensor [B, ...].
+
+        Returns:
+            A tensor like `delta`.
+        """
+        delta = _float_tensor(delta, "delta")
+        if self.p == np.inf:
+            return tf.clip_by_value(delta, -tf.constant(self.eps, delta.dtype), tf.constant(self.eps, delta.dtype))
+        flat = _flatten(delta)
+        inside = _lp_norm(flat, self.p) <= tf.constant(self.eps, delta.dtype)
+        if self.p == 2:
+            out = tf.where(inside[:, None], flat, _project_l2(flat, self.eps))
+        else:
+            def sweep():
+                proj = tf.cast(_project_l1(tf.cast(flat, _SWEEP_DTYPE), self.eps), delta.dtype)
+                return tf.where(inside[:, None], flat, proj)
+            # Skipping the sort when nothing moves makes re-projection cheap.
+            out = tf.cond(tf.reduce_all(inside), lambda: flat, sweep)
+        return tf.reshape(out, tf.shape(delta))
+
+    def project_with_box(self, x, delta, bounds=(0.0, 1.0)):
+        """Exact Euclidean projection of `delta` onto ball ∩ {lo <= x + d <= hi}.
+
+        L-inf clips to the intersection of two boxes. For L2 the solution is
+        `d = clip(t * delta, lo - x, hi - x)` and for L1
+        `d = clip(soft_threshold(delta, lam), lo - x, hi - x)`, with the
+        multiplier (t in (0, 1] or lam >= 0) found per example in float64:
+        for L1 by an exact sweep over the sorted breakpoints of the piecewise
+        linear norm, for L2 by an active-set iteration that ends on the exact
+        solution (falling back to the analogous sorted sweep if it has not
+        ended after 16 passes). There is no bisection and no tolerance beyond
+        float64 rounding; the result is cast back to the dtype of `delta`, so
+        `||d||_p` may exceed eps by a relative 1e-7 in float32. If the
+        box-clipped `delta` is already in the ball it is returned as is.
+
+        `x` is assumed to be inside the box; where it is not, the box on `d`
+        is widened to contain 0 so that the feasible set is never empty.
+
+        Args:
+            x: float tensor [B, ...], the clean inputs.
+            delta: float tensor like `x`.
+            bounds: a `Box` or a pair `(lo, hi)`.
+
+        Returns:
+            A tensor like `delta`.
+
+        Raises:
+            ValueError: if `x` and `delta` have different shapes.
+        """
+        delta = _float_tensor(delta, "delta")
+        x = _float_tensor(x, "x", dtype=delta.dtype)
+        _check_same_shape(x, delta, "x", "delta")
+        box = Box.coerce(bounds)
+        dt = delta.dtype
+        lo_d = tf.minimum(tf.constant(box.lo, dt) - x, 0)
+        hi_d = tf.maximum(tf.constant(box.hi, dt) - x, 0)
+        if self.p == np.inf:
+            eps = tf.constant(self.eps, dt)
+            return tf.clip_by_value(delta, tf.maximum(lo_d, -eps), tf.minimum(hi_d, eps))
+        clipped = tf.clip_by_value(delta, lo_d, hi_d)
+        flat_clipped = _flatten(clipped)
+        inside = _lp_norm(flat_clipped, self.p) <= tf.constant(self.eps, dt)
+        kernel = _box_l2_magnitudes if self.p == 2 else _box_l1_magnitudes
+
+        def sweep():
+            flat = tf.cast(_flatten(delta), _SWEEP_DTYPE)
+            # The only active bound of coordinate i is the one delta_i points to.
+            cap = tf.cast(tf.where(flat >= 0, _flatten(hi_d), -_flatten(lo_d)), _SWEEP_DTYPE)
+            proj = tf.cast(tf.sign(flat) * kernel(tf.abs(flat), cap, self.eps), dt)
+            return tf.where(inside[:, None], flat_clipped, proj)
+
+        out = tf.cond(tf.reduce_all(inside), lambda: flat_clipped, sweep)
+        return tf.reshape(out, tf.shape(delta))
+
+    def steepest_direction(self, grad, x=None, bounds=None):
+        """The unit-p-norm direction `d` maximizing `<grad, d>`, per example.
+
+        L-inf: `sign(grad)` (so `<grad, d> = ||grad||_1`). L2:
+        `grad / ||grad||_2`. L1: `sign(grad) / k` on the k largest |grad|
+        coordinates (see `l1_sparsity`), so `<grad, d>` is the mean of the
+        top-k |grad|, equal to `||grad||_inf` when k = 1. For L1, when `x` is
+        given, coordinates already on the face of the box that the gradient
+        pushes outward are excluded first (the SLIDE rule of Tramer & Boneh);
+        `bounds` defaults to (0, 1) then. L2 and L-inf ignore `x`/`bounds`
+        since the projection undoes moves into a face.
+
+        Examples whose (remaining) gradient is zero get `d = 0`; if fewer
+        than k coordinates are non-zero, the non-zero ones share the unit mass.
+
+        Args:
+            grad: float tensor [B, ...].
+            x: optional float tensor like `grad`, the current point.
+            bounds: optional `Box` or `(lo, hi)`; requires `x`.
+
+        Returns:
+            A tensor like `grad`.
+
+        Raises:
+            ValueError: on shape mismatch or `bounds` without `x`.
+        """
+        grad = _float_tensor(grad, "grad")
+        if bounds is not None and x is None:
+            raise ValueError("Expected x to be given together with bounds. Received: x=None")
+        if x is not None:
+            x = _float_tensor(x, "x", dtype=grad.dtype)
+            _check_same_shape(x, grad, "x", "grad")
+        if self.p == np.inf:
+            return tf.sign(grad)
+        flat = _flatten(grad)
+        if self.p == 2:
+            # Pre-scale by the max so tiny gradients (1e-25 from a confident
+            # softmax) do not underflow to a zero norm when squared.
+            scale = tf.reduce_max(tf.abs(flat), axis=1, keepdims=True)
+            scaled = tf.math.divide_no_nan(flat, scale)
+            direction = tf.math.divide_no_nan(scaled, tf.norm(scaled, axis=1, keepdims=True))
+            return tf.reshape(direction, tf.shape(grad))
+        if x is not None:
+            box = Box.coerce((0.0, 1.0) if bounds is None else bounds)
+            xf = _flatten(x)
+            blocked = ((xf <= tf.constant(box.lo, grad.dtype)) & (flat < 0)) | \
+                      ((xf >= tf.constant(box.hi, grad.dtype)) & (flat > 0))
+            flat = tf.where(blocked, tf.zeros_like(flat), flat)
+        k = self._top_k(flat)
+        _, idx = tf.math.top_k(tf.abs(flat), k=k, sorted=False)
+        rows = tf.broadcast_to(tf.range(tf.shape(flat)[0])[:, None], tf.shape(idx))
+        picked = tf.scatter_nd(tf.stack([rows, idx], axis=-1), tf.ones_like(idx, dtype=flat.dtype), tf.shape(flat))
+        signs = tf.sign(flat) * picked
+        count = tf.reduce_sum(tf.abs(signs), axis=1, keepdims=True)
+        return tf.reshape(tf.math.divide_no_nan(signs, count), tf.shape(grad))
+
+    def _top_k(self, flat):
+        dim = flat.shape[1]
+        if dim is not None:
+            # round() keeps e.g. (1 - 0.99) * 100 = 1.0000000000000009 at 1.
+            return max(1, math.ceil(round((1.0 - self.l1_sparsity) * dim, 9)))
+        dim = tf.cast(tf.shape(flat)[1], tf.float64)
+        k = tf.math.ceil(tf.round((1.0 - self.l1_sparsity) * dim * 1e9) / 1e9)
+        return tf.cast(tf.maximum(k, 1.0), tf.int32)
+
+    def random_init(self, x, seed=None):
+        """A random perturbation uniform in the ball, shaped like `x`.
+
+        L-inf: uniform in the cube. L2: Gaussian direction, radius
+        `eps * U^(1/d)`. L1: Laplace direction (exponential magnitudes with
+        random signs) normalized to the L1 sphere, radius `eps * U^(1/d)`;
+        both are exactly uniform in the ball. The box is not applied here.
+
+        Args:
+            x: float tensor [B, ...]; only its shape and dtype are used.
+            seed: None (TensorFlow's stateful ops, following the global seed),
+                an int or a shape-[2] integer seed (stateless ops, so the same
+                seed gives the same sample in eager and graph mode), a
+                `tf.random.Generator`, or a `keras.random.SeedGenerator`.
+
+        Returns:
+            A tensor like `x`.
+        """
+        x = _float_tensor(x, "x")
+        shape, dt = tf.shape(x), x.dtype
+        draw = _uniform_sampler(seed)
+        if self.p == np.inf:
+            return tf.constant(self.eps, dt) * (2 * draw(shape, dt) - 1)
+        flat_shape = tf.shape(_flatten(x))
+        if self.p == 2:
+            u1, u2 = draw(flat_shape, dt), draw(flat_shape, dt)
+            # Box-Muller keeps every sampler uniform-only; 1 - u is in (0, 1].
+            direction = tf.sqrt(-2 * tf.math.log(1 - u1)) * tf.cos(2 * np.pi * u2)
+            direction = tf.math.divide_no_nan(direction, tf.norm(direction, axis=1, keepdims=True))
+        else:
+            magnitude = -tf.math.log(1 - draw(flat_shape, dt))
+            sign = tf.where(draw(flat_shape, dt) < 0.5, -tf.ones([], dt), tf.ones([], dt))
+            direction = tf.math.divide_no_nan(sign * magnitude, tf.reduce_sum(magnitude, axis=1, keepdims=True))
+        dim = tf.cast(flat_shape[1], dt)
+        radius = tf.constant(self.eps, dt) * tf.exp(tf.math.log(1 - draw(flat_shape[:1], dt)) / dim)
+        return tf.reshape(radius[:, None] * direction, shape)
+
+    def get_config(self):
+        return {"p": "inf" if self.p == np.inf else self.p, "eps": self.eps, "l1_sparsity": self.l1_sparsity}
+
+
+# ---------------------------------------------------------------------------
+# Kernels on flattened [B, d] tensors.
+
+
+def _lp_norm(v, p):
+    flat = tf.abs(_flatten(v))
+    if p == np.inf:
+        return tf.reduce_max(flat, axis=1)
+    if p == 1:
+        return tf.reduce_sum(flat, axis=1)
+    scale = tf.reduce_max(flat, axis=1, keepdims=True)
+    return tf.squeeze(scale, 1) * tf.norm(tf.math.divide_no_nan(flat, scale), axis=1)
+
+
+def _project_l2(flat, eps):
+    norm = _lp_norm(flat, 2)[:, None]
+    return flat * tf.math.divide_no_nan(tf.constant(eps, flat.dtype), norm)
+
+
+def _project_l1(flat, eps):
+    """Duchi et al. (2008), Fig. 1, vectorized over the batch."""
+    mu = tf.sort(tf.abs(flat), axis=1, direction="DESCENDING")
+    cumsum = tf.cumsum(mu, axis=1)
+    j = tf.range(1, tf.shape(flat)[1] + 1, dtype=flat.dtype)
+    # The condition holds on a prefix, so rho is the count of True entries;
+    # eps = 0 gives rho = 0 and we clamp to 1, where theta = max|v| zeroes all.
+    rho = tf.reduce_sum(tf.cast(mu - (cumsum - eps) / j > 0, tf.int32), axis=1)
+    rho = tf.maximum(rho, 1)
+    theta = (tf.gather(cumsum, rho - 1, batch_dims=1) - eps) / tf.cast(rho, flat.dtype)
+    return tf.sign(flat) * tf.nn.relu(tf.abs(flat) - theta[:, None])
+
+
+def _box_l2_magnitudes(a, b, eps, max_steps=16):
+    """|d_i| = min(t a_i, b_i) with the largest t making ||d||_2 = eps.
+
+    Only matters where ||min(a, b)||_2 > eps, so t is in (0, 1). With the
+    capped set C fixed, ||d(t)||^2 = sum_C b^2 + t^2 sum_{not C} a^2 bounds
+    the true value from above, so solving it for t from a feasible t_0
+    gives an increasing sequence of feasible t that stops, exactly at the
+    solution, once C no longer grows: an active-set method that needs 1-3
+    passes of elementwise work on image perturbations. Should it not settle
+    within `max_steps`, the exact sort-based sweep takes over.
+    """
+    eps = tf.constant(eps, a.dtype)
+    zero = tf.zeros_like(a)
+
+    def solve(capped):
+        capped_b2 = tf.reduce_sum(tf.where(capped, b ** 2, zero), axis=1)
+        free_a2 = tf.reduce_sum(tf.where(capped, zero, a ** 2), axis=1)
+        return _solve_t(eps, capped_b2, free_a2)
+
+    def body(i, t, capped, _):
+        t_next = tf.maximum(solve(capped), t)  # max() keeps rounding from shrinking C
+        capped_next = t_next[:, None] * a >= b
+        return i + 1, t_next, capped_next, tf.reduce_all(tf.equal(capped_next, capped))
+
+    t0 = tf.minimum(tf.math.divide_no_nan(eps, tf.norm(a, axis=1)), 1.0)  # ||clip(t0 a)|| <= eps
+    _, t, _, settled = tf.while_loop(lambda i, t, c, settled: (i < max_steps) & tf.logical_not(settled), body,
+                                     (tf.constant(0), t0, t0[:, None] * a >= b, tf.constant(False)))
+    return tf.cond(settled, lambda: tf.minimum(t[:, None] * a, b), lambda: _box_l2_sweep(a, b, eps))
+
+
+def _box_l2_sweep(a, b, eps):
+    """The same magnitudes by an exact sweep over the sorted breakpoints.
+
+    Coordinate i is capped once t >= s_i = b_i / a_i; between sorted
+    breakpoints ||d(t)||^2 = (sum of capped b^2) + t^2 (sum of free a^2).
+    """
+    s = tf.where(a > 0, b / tf.where(a > 0, a, tf.ones_like(a)), tf.fill(tf.shape(a), tf.constant(np.inf, a.dtype)))
+    order = tf.argsort(s, axis=1)
+    s_sorted = tf.gather(s, order, batch_dims=1)
+    b2 = tf.gather(b, order, batch_dims=1) ** 2
+    a2 = tf.gather(a, order, batch_dims=1) ** 2
+    capped_b2 = tf.cumsum(b2, axis=1)  # at breakpoint j, coordinates 0..j are capped
+    free_a2 = tf.cumsum(a2, axis=1, exclusive=True, reverse=True)  # and j+1.. are free
+    finite = tf.math.is_finite(s_sorted)
+    s_safe = tf.where(finite, s_sorted, tf.zeros_like(s_sorted))
+    at_break = tf.where(finite, capped_b2 + s_safe ** 2 * free_a2, tf.fill(tf.shape(s), tf.constant(np.inf, a.dtype)))
+    m = tf.reduce_sum(tf.cast(at_break <= eps ** 2, tf.int32), axis=1)   # number of capped coordinates
+    pad = tf.zeros_like(capped_b2[:, :1])
+    capped = tf.gather(tf.concat([pad, capped_b2], 1), m, batch_dims=1)
+    free = tf.gather(tf.concat([tf.cumsum(a2, axis=1, reverse=True), pad], 1), m, batch_dims=1)
+    return tf.minimum(_solve_t(eps, capped, free)[:, None] * a, b)
+
+
+def _solve_t(eps, capped_b2, free_a2):
+    """t in [0, 1] solving capped_b2 + t^2 free_a2 = eps^2."""
+    t = tf.sqrt(tf.math.divide_no_nan(tf.nn.relu(eps ** 2 - capped_b2), free_a2))
+    # free_a2 = 0 only when the float64 norm of the clipped delta is <= eps
+    # after all (a float32 caller saw it just outside): t = 1 returns the clip.
+    return tf.minimum(tf.where(free_a2 > 0, t, tf.ones_like(t)), 1.0)
+
+
+def _box_l1_magnitudes(a, b, eps):
+    """|d_i| = min(relu(a_i - lam), b_i) with the smallest lam making ||d||_1 = eps.
+
+    Only called where ||min(a, b)||_1 > eps, so lam > 0. g(lam) = ||d||_1 is
+    piecewise linear: coordinate i is capped for lam <= a_i - b_i, free
+    (slope -1) up to a_i, then zero. We sort the 2d breakpoints, accumulate
+    g at each, and solve the linear piece where g crosses eps.
+    """
+    eps = tf.constant(eps, a.dtype)
+    points = tf.concat([a - b, a], axis=1)
+    slope_change = tf.concat([-tf.ones_like(a), tf.ones_like(a)], axis=1)
+    order = tf.argsort(points, axis=1)
+    z = tf.gather(points, order, batch_dims=1)
+    slope = tf.cumsum(tf.gather(slope_change, order, batch_dims=1), axis=1)  # slope right of z_j
+    gaps = z[:, 1:] - z[:, :-1]
+    g0 = tf.reduce_sum(b, axis=1, keepdims=True)  # every coordinate capped left of z_0
+    g = tf.concat([g0, g0 + tf.cumsum(slope[:, :-1] * gaps, axis=1)], axis=1)
+    m = tf.reduce_sum(tf.cast(g > eps, tf.int32), axis=1)  # g(z_{m-1}) > eps >= g(z_m)
+    m = tf.clip_by_value(m, 1, tf.shape(z)[1] - 1)
+    z_left = tf.gather(z, m - 1, batch_dims=1)
+    g_left = tf.gather(g, m - 1, batch_dims=1)
+    s_left = tf.gather(slope, m - 1, batch_dims=1)
+    lam = z_left + tf.math.divide_no_nan(g_left - eps, -s_left)
+    lam = tf.clip_by_value(lam, z_left, tf.gather(z, m, batch_dims=1))
+    # eps = 0 admits only d = 0; the sweep would stop at the first zero of g.
+    lam = tf.where(eps > 0, tf.maximum(lam, 0.0), tf.reduce_max(a, axis=1))
+    return tf.minimum(tf.nn.relu(a - lam[:, None]), b)
+
+
+def _uniform_sampler(seed):
+    """Returns draw(shape, dtype) -> U[0, 1) samples from the given seed source."""
+    if seed is None:
+        return lambda shape, dtype: tf.random.uniform(shape, dtype=dtype)
+    if isinstance(seed, tf.random.Generator):
+        return lambda shape, dtype: seed.uniform(shape, dtype=dtype)
+    try:
+        import keras
+        if isinstance(seed, keras.random.SeedGenerator):
+            return lambda shape, dtype: tf.convert_to_tensor(keras.random.uniform(shape, dtype=dtype.name, seed=seed))
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(seed, (numbers.Integral, np.integer)) and not isinstance(seed, bool):
+        state = tf.constant([int(seed), 0], dtype=tf.int64)
+    else:
+        state = tf.convert_to_tensor(seed)
+        if not state.dtype.is_integer or state.shape.rank != 1 or state.shape[0] != 2:
+            raise ValueError("Expected seed to be None, an int, a shape-[2] integer seed, a tf.random.Generator or "
+                             f"a keras.random.SeedGenerator. Received: seed={seed!r}")
+    counter = [0]
+
+    def draw(shape, dtype):
+        # Fold a call counter into the seed so the draws of one call differ;
+        # Philox (not "auto_select") gives the same stream eagerly, in graphs,
+        # under XLA and on every device.
+        counter[0] += 1
+        sub = tf.random.experimental.stateless_fold_in(state, counter[0], alg="philox")
+        return tf.random.stateless_uniform(shape, sub, dtype=dtype, alg="philox")
+
+    return draw
