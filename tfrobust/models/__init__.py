@@ -27,8 +27,12 @@ from tfrobust.models.registry import get_model
 from tfrobust.models.resnet import ChannelZeroPad
 from tfrobust.models.resnet import preact_resnet32
 from tfrobust.models.resnet import resnet_cifar
+from tfrobust.models.wrappers import BPDA
+from tfrobust.models.wrappers import EoT
 
 __all__ = [
+    "BPDA",
+    "EoT",
     "GENERATORS",
     "MODELS",
     "VAE",

@@ -1,0 +1,26 @@
+"""Adversarial attacks: `attack(model, x, y=None, *, targeted=False) -> x_adv`.
+
+Every attack subclasses `Attack` (or `MinimizationAttack` for attacks that
+search the smallest successful perturbation), whose `__call__` validates the
+inputs and always re-projects the result into threat ∩ box.
+"""
+
+from tfrobust.attacks.base import Attack
+from tfrobust.attacks.base import MinimizationAttack
+from tfrobust.attacks.base import MinimizationResult
+from tfrobust.attacks.base import is_adversarial
+from tfrobust.attacks.base import resolve_loss
+from tfrobust.attacks.boxed_linear import BoxedLinearAdversarialTransform
+from tfrobust.attacks.boxed_linear import BoxedLinearL2
+from tfrobust.attacks.boxed_linear import boxed_linear_step
+from tfrobust.attacks.boxed_linear import boxed_linear_training_step
+from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
+from tfrobust.attacks.deepfool import DeepFool
+from tfrobust.attacks.ead import EAD
+from tfrobust.attacks.optimizers import Momentum
+from tfrobust.attacks.optimizers import SteepestAscent
+from tfrobust.attacks.pgd import BIM
+from tfrobust.attacks.pgd import FGSM
+from tfrobust.attacks.pgd import MIFGSM
+from tfrobust.attacks.pgd import PGD
+from tfrobust.attacks.pgd import Restarts

@@ -1,0 +1,11 @@
+"""Reusable test harnesses: shared attack assertions and a small trained model."""
+
+from tfrobust.testing.attack_test import TrainedModel
+from tfrobust.testing.attack_test import accuracy
+from tfrobust.testing.attack_test import assert_accuracy_drops
+from tfrobust.testing.attack_test import assert_eager_matches_compiled
+from tfrobust.testing.attack_test import assert_eps_zero_returns_x
+from tfrobust.testing.attack_test import assert_inside_threat
+from tfrobust.testing.attack_test import assert_targeted_hits
+from tfrobust.testing.attack_test import run_attack_test
+from tfrobust.testing.attack_test import small_trained_mnist_model
