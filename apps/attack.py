@@ -45,6 +45,20 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # Cheap checks first: they need no TensorFlow, so bad flags fail fast.
+    try:
+        for name in FLAGS.attacks:
+            registry.attack_norm(name, FLAGS.norm)
+    except ValueError as err:
+        raise app.UsageError(f"--attacks/--norm: {err}") from err
+    try:
+        registry.parse_eps(FLAGS.eps)
+    except ValueError as err:
+        raise app.UsageError(f"--eps: {err}") from err
+    if not os.path.exists(FLAGS.model):
+        raise app.UsageError(f"--model: no such file or directory: {FLAGS.model!r}")
+    if FLAGS.target_class is not None and not FLAGS.targeted:
+        raise app.UsageError("--target_class requires --targeted.")
     from tfrobust.evaluation import run_attack_app
 
     try:

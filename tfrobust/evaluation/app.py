@@ -1,0 +1,200 @@
+"""The library side of `apps/attack.py`: load a saved model, attack, write files.
+
+    run_attack_app("model.keras", dataset="mnist", attacks=("fgsm", "pgd", "cw"),
+                   norm="inf", eps=(0.1, 0.3), n_examples=1000, out_dir="out")
+
+writes `adv_<attack>_<eps>.npz` (x_adv, y, predictions) for every attack and
+eps, and the report (`report.json`, `report.md`, `results.npz`,
+`robust_accuracy.png`). Minimization attacks run once, unbounded, and are
+cut to each eps afterwards (the same as one budgeted run per eps).
+
+Distribution: the model is loaded under the named `tf.distribute` strategy's
+scope, but the attacks run on the default device of the process (an attack
+validates its inputs eagerly and keeps per-example state across restarts
+and binary-search steps, which `strategy.run` would have to split per
+replica). For several GPUs, run one process per shard of the data.
+"""
+
+import os
+
+import numpy as np
+
+__all__ = ["SavedModelClassifier", "load_model", "run_attack_app"]
+
+
+class SavedModelClassifier:
+    """A SavedModel's serving function as a logits model.
+
+    Args:
+        path: a SavedModel directory (e.g. written by `model.export(path)`).
+        call_endpoint: the endpoint to call ("serve").
+        output_key: for endpoints returning a dict, the key of the logits
+            (default: the only entry, else "logits", else "output_0").
+    """
+
+    def __init__(self, path, call_endpoint="serve", output_key=None):
+        import keras
+
+        self.layer = keras.layers.TFSMLayer(path, call_endpoint=call_endpoint)
+        self.output_key = output_key
+
+    def __call__(self, x, training=False):
+        del training
+        out = self.layer(x)
+        if isinstance(out, dict):
+            key = self.output_key
+            if key is None:
+                key = next(iter(out)) if len(out) == 1 else ("logits" if "logits" in out else "output_0")
+            if key not in out:
+                raise ValueError(
+                    f"Expected the SavedModel to return logits under one of {sorted(out)}. "
+                    f"Received: output_key={key!r}"
+                )
+            out = out[key]
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        return out
+
+
+def load_model(path):
+    """Loads a `.keras` file (or `.h5`) or a SavedModel directory as a logits model.
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: if it is neither a Keras file nor a SavedModel directory.
+    """
+    import keras
+
+    # Registers tfrobust's custom layers before deserialization.
+    import tfrobust.layers  # noqa: F401
+    import tfrobust.models  # noqa: F401
+    import tfrobust.models.wrappers  # noqa: F401
+
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"Expected `model` to be a path. Received: model={path!r}")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Expected `model` to be an existing path. Received: model={path!r}")
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ValueError(
+                "Expected `model` to be a .keras file or a SavedModel directory (with "
+                f"saved_model.pb). Received: model={path!r}"
+            )
+        return SavedModelClassifier(path)
+    if not path.endswith((".keras", ".h5")):
+        raise ValueError(f"Expected `model` to end with .keras or .h5. Received: model={path!r}")
+    return keras.saving.load_model(path, compile=False)
+
+
+def _file_name(attack, eps):
+    text = "unbounded" if eps is None else f"{eps:g}"
+    return f"adv_{attack}_{text}.npz"
+
+
+def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=None, n_examples=None,
+                   batch_size=256, attacks=("pgd",), norm="inf", eps=(), steps=None, step_size=None,
+                   restarts=1, targeted=False, target_class=None, eot_samples=1, strategy="default",
+                   seed=0, sanity_checks=True, verbose=1):
+    """Attacks a saved model on a dataset and writes adversarial examples and the report.
+
+    Args:
+        model: path of a `.keras` file or a SavedModel directory, or a
+            logits model.
+        out_dir: output folder.
+        dataset: "mnist", "cifar10", "gtsrb" or "digits".
+        split: "test" or "train".
+        data_dir: folder of the dataset files (default `TFROBUST_DATA_DIR`).
+        n_examples: first examples of the split to use (None: all).
+        batch_size: examples per attack call.
+        attacks: names from `tfrobust.evaluation.registry.ATTACKS`.
+        norm: "inf", 2 or 1.
+        eps: list of budgets (one run per eps for budget attacks; required
+            by them); minimization attacks are cut to each eps.
+        steps, step_size, restarts: attack settings (None: paper defaults).
+        targeted: targeted attacks towards `target_class`, or towards a
+            random other class per example when `target_class` is None.
+        target_class: the target of a targeted run.
+        eot_samples: wrap the model in `EoT(model, n=eot_samples)` when > 1.
+        strategy: `tfrobust.training.make_strategy` name (see module doc).
+        seed: seed of random starts, random targets and the checks.
+        sanity_checks: run the sanity checks.
+        verbose: 0 or 1.
+
+    Returns:
+        The `EvaluationResult`.
+
+    Raises:
+        ValueError or FileNotFoundError: on bad arguments, named after their flag.
+    """
+    from tfrobust import data as data_lib
+    from tfrobust.evaluation import registry
+    from tfrobust.evaluation.engine import evaluate
+    from tfrobust.training import make_strategy
+
+    if not out_dir:
+        raise ValueError(f"Expected `out_dir` (--out_dir) to be a folder. Received: out_dir={out_dir!r}")
+    names = [a.strip() for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"Expected `attacks` (--attacks) to be distinct names. Received: attacks={attacks!r}")
+    for name in names:
+        registry.attack_norm(name, norm)
+    eps_values = registry.parse_eps(eps)
+    if not eps_values and any(n in registry.BUDGET_ATTACKS for n in names):
+        raise ValueError(
+            f"Expected `eps` (--eps) for the budget attacks {[n for n in names if n in registry.BUDGET_ATTACKS]}. "
+            "Received: eps=[]"
+        )
+    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
+        raise ValueError(f"Expected `eot_samples` (--eot_samples) >= 1. Received: eot_samples={eot_samples!r}")
+    if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
+        raise ValueError(f"Expected `n_examples` (--n_examples) >= 1. Received: n_examples={n_examples!r}")
+    if target_class is not None and not targeted:
+        raise ValueError("Expected --targeted with `target_class` (--target_class). Received: targeted=False")
+    num_classes = data_lib.num_classes(dataset)
+    if target_class is not None and not 0 <= int(target_class) < num_classes:
+        raise ValueError(
+            f"Expected `target_class` (--target_class) in [0, {num_classes}). Received: target_class={target_class!r}"
+        )
+
+    dist = make_strategy(strategy)
+    if isinstance(model, str):
+        with dist.scope():
+            model = load_model(model)
+    elif not callable(model):
+        raise ValueError(f"Expected `model` (--model) to be a path or a callable. Received: model={model!r}")
+    x, y = data_lib.load(dataset, split, data_dir=data_dir)
+    if n_examples is not None:
+        x, y = x[:n_examples], y[:n_examples]
+    if eot_samples > 1:
+        from tfrobust.models.wrappers import EoT
+
+        model = EoT(model, n=eot_samples)
+
+    p = registry.attack_norm(names[0], norm)
+    attack_objs, files = {}, []
+    for name in names:
+        if name in registry.BUDGET_ATTACKS:
+            for e in eps_values:
+                key = f"{name}_{e:g}"
+                attack_objs[key] = registry.make_attack(
+                    name, norm=norm, eps=e, steps=steps, step_size=step_size, restarts=restarts, seed=seed)
+                files.append((key, None, _file_name(name, e)))
+        else:
+            attack_objs[name] = registry.make_attack(name, norm=norm, steps=steps, seed=seed)
+            for e in eps_values or [None]:
+                files.append((name, e, _file_name(name, e)))
+    targets = None
+    if targeted:
+        targets = "random" if target_class is None else int(target_class)
+    result = evaluate(model, (x, y), attack_objs, threats=[(p, e) for e in eps_values], targets=targets,
+                      batch_size=batch_size, seed=seed, sanity_checks=sanity_checks,
+                      keep_adversarials=True, verbose=verbose)
+    os.makedirs(out_dir, exist_ok=True)
+    for key, e, file_name in files:
+        x_adv, pred = result.adversarial_examples(key, eps=e)
+        arrays = {"x_adv": x_adv.astype(np.float32), "y": result.y, "predictions": pred}
+        if result.y_target is not None:
+            arrays["y_target"] = result.y_target
+        np.savez_compressed(os.path.join(out_dir, file_name), **arrays)
+    result.save(out_dir)
+    return result
