@@ -26,7 +26,7 @@ def _config(tmp_path, **kwargs):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("worker")
-    config = _config(tmp_path, reg_type="cross_lipschitz")
+    config = _config(tmp_path, reg_type="cross_lipschitz", n_epochs=6)
     metrics = cl.run(config)
     return config, metrics
 
@@ -150,3 +150,19 @@ def test_worker_app_end_to_end(tmp_path):
     bad = subprocess.run(cmd + ["--lr=-1"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0
     assert "Expected lr > 0" in bad.stderr
+
+
+def test_resnet_with_augmentation_and_adversarial_training(tmp_path):
+    import tfrobust
+
+    config = _config(
+        tmp_path, nn_type="resnet", reg_type="cross_lipschitz", augm_flag=True,
+        adv_train_flag=True, n_epochs=1, n_train=128, n_eval=8,
+    )
+    metrics = cl.run(config)
+    model = tfrobust.load_model(metrics["model_path"])
+    assert model.input_shape[1:] == (6, 6, 1)  # digits are cropped 8 -> 6
+    final = metrics["robustness_final"]
+    assert "upper_bound_median" in final
+    # Certified lower bounds exist for the one-hidden-layer network only.
+    assert "lower_bound_median" not in final

@@ -15,8 +15,10 @@ from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
 from tfrobust.attacks.boxed_linear import boxed_linear_training_step
 from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
+from tfrobust.attacks.daa import DAA
 from tfrobust.attacks.deepfool import DeepFool
 from tfrobust.attacks.ead import EAD
+from tfrobust.attacks.nattack import NAttack
 from tfrobust.attacks.optimizers import Momentum
 from tfrobust.attacks.optimizers import SteepestAscent
 from tfrobust.attacks.pgd import BIM
@@ -24,3 +26,6 @@ from tfrobust.attacks.pgd import FGSM
 from tfrobust.attacks.pgd import MIFGSM
 from tfrobust.attacks.pgd import PGD
 from tfrobust.attacks.pgd import Restarts
+from tfrobust.attacks.spsa import SPSA
+from tfrobust.attacks.transfer import TransferAttack
+from tfrobust.attacks.transfer import transfer_report

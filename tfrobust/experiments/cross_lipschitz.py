@@ -261,23 +261,31 @@ def summarize_bounds(bounds_dict, y):
 
 
 def _training_dataset(config, x, y):
-    """Shuffled batches, with the original's augmentation when asked."""
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
-    # The original drops the remainder of each epoch's permutation.
-    ds = ds.batch(config.batch_size, drop_remainder=True)
-    if config.augm_flag:
-        seeds = tf.data.Dataset.random(
-            seed=config.seed, rerandomize_each_iteration=True
-        ).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, seed: (
-                augmentation.augment_batch(xy[0], config.dataset, seed),
-                xy[1],
-            ),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    """`epoch -> Dataset` of shuffled batches, augmented when asked.
+
+    Each epoch's order and augmentation draws depend only on (seed, epoch),
+    so a run resumed from a checkpoint sees exactly the batches an
+    uninterrupted run would have seen.
+    """
+
+    def make(epoch):
+        epoch_seed = config.seed * 100003 + int(epoch)
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = ds.shuffle(len(x), seed=epoch_seed, reshuffle_each_iteration=False)
+        # The original drops the remainder of each epoch's permutation.
+        ds = ds.batch(config.batch_size, drop_remainder=True)
+        if config.augm_flag:
+            seeds = tf.data.Dataset.random(seed=epoch_seed).batch(2)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda xy, seed: (
+                    augmentation.augment_batch(xy[0], config.dataset, seed),
+                    xy[1],
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    return make
 
 
 def _eval_inputs(config, x):
