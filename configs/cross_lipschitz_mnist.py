@@ -13,7 +13,7 @@ the smoke test.
 
 def get_config(quick=False):
     mlp = dict(nn_type="mlp1layer", batch_size=64, lr=0.2, n_epochs=20)
-    resnet = dict(nn_type="resnet", batch_size=128, lr=0.2, n_epochs=4, n_train=6000)
+    resnet = dict(nn_type="resnet", batch_size=128, lr=0.2, n_epochs=3, n_train=2000)
     regs = [
         dict(reg_type="no", lmbd=0.0),
         dict(reg_type="weight_decay", lmbd=1e-4),
@@ -25,7 +25,7 @@ def get_config(quick=False):
         for reg in regs:
             for adv in (False, True):
                 runs.append(dict(dataset="mnist", **net, **reg, adv_train_flag=adv))
-    evaluation = dict(n_eval=1000)
+    evaluation = dict(n_eval=300)
     if quick:
         runs = [
             dict(run, n_epochs=1, n_train=256, batch_size=64)
