@@ -16,6 +16,7 @@ from absl import app, flags, logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tfrobust import training  # noqa: E402
 from tfrobust.experiments import cross_lipschitz as cl  # noqa: E402
 
 _D = cl.WorkerConfig()
@@ -53,7 +54,7 @@ def main(argv):
     # drown the per-epoch metrics; --verbosity=0 brings them back.
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    cl.configure_devices(FLAGS.gpu_number, FLAGS.gpu_memory)
+    training.configure_devices(FLAGS.gpu_number, FLAGS.gpu_memory)
     config = cl.WorkerConfig(**{name: FLAGS[name].value for name in _CONFIG_FIELDS})
     try:
         cl.run(config)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfrobust.experiments import cl_report
+from tfrobust import training
 from tfrobust.experiments import cross_lipschitz as cl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,9 +132,9 @@ def test_eval_without_trained_model_raises(tmp_path):
 
 def test_gpu_flags_are_validated():
     with pytest.raises(ValueError, match="gpu_memory"):
-        cl.configure_devices("0", 1.5)
+        training.configure_devices("0", 1.5)
     with pytest.raises(ValueError, match="gpu_number"):
-        cl.configure_devices("zero", 0.5)
+        training.configure_devices("zero", 0.5)
 
 
 def test_worker_app_end_to_end(tmp_path):

@@ -10,10 +10,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from tfrobust import models
-from tfrobust.attacks.boxed_linear import BoxedLinearAdversarialTransform
+from tfrobust.attacks.boxed_linear_training import BoxedLinearAdversarialTransform
 from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
-from tfrobust.attacks.boxed_linear import boxed_linear_training_step
+from tfrobust.attacks.boxed_linear_training import boxed_linear_training_step
 
 
 def reference_step(x, v, c, lo=0.0, hi=1.0):

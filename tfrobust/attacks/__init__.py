@@ -10,10 +10,10 @@ from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.attacks.base import MinimizationResult
 from tfrobust.attacks.base import is_adversarial
 from tfrobust.attacks.base import resolve_loss
-from tfrobust.attacks.boxed_linear import BoxedLinearAdversarialTransform
+from tfrobust.attacks.boxed_linear_training import BoxedLinearAdversarialTransform
 from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
-from tfrobust.attacks.boxed_linear import boxed_linear_training_step
+from tfrobust.attacks.boxed_linear_training import boxed_linear_training_step
 from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
 from tfrobust.attacks.daa import DAA
 from tfrobust.attacks.deepfool import DeepFool

@@ -26,12 +26,19 @@ import math
 import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 import tfrobust
 from tfrobust import data as data_lib
+from tfrobust import models
+from tfrobust import regularizers
+from tfrobust import training
+from tfrobust.attacks.boxed_linear_training import BoxedLinearAdversarialTransform
 from tfrobust.data import augmentation
+from tfrobust.experiments.minimal_l2 import robustness_bounds
+from tfrobust.experiments.minimal_l2 import summarize_bounds
 
 NN_TYPES = ("mlp1layer", "resnet")
 REG_TYPES = ("cross_lipschitz", "weight_decay", "dropout", "no")
@@ -139,48 +146,8 @@ class WorkerConfig:
         )
 
 
-def configure_devices(gpu_number="3", gpu_memory=0.05):
-    """Applies the original's `--gpu_number` and `--gpu_memory` flags.
-
-    Must run before TensorFlow touches a GPU. TF 1's per-process memory
-    fraction has no TF 2 equivalent that works without knowing the card's
-    size, so a fraction below 1 turns on memory growth (take memory as
-    needed) instead of reserving the whole card. A requested GPU that does
-    not exist falls back to the first one with a warning, rather than
-    silently training on the CPU as the original would.
-    """
-    if not 0 < gpu_memory <= 1:
-        raise ValueError(
-            f"Expected gpu_memory in (0, 1]. Received: gpu_memory={gpu_memory!r}"
-        )
-    try:
-        wanted = [int(i) for i in str(gpu_number).split(",") if i.strip()]
-    except ValueError:
-        raise ValueError(
-            "Expected gpu_number to be comma-separated GPU indices. "
-            f"Received: gpu_number={gpu_number!r}"
-        ) from None
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return []
-    chosen = [gpus[i] for i in wanted if 0 <= i < len(gpus)]
-    if not chosen:
-        print(
-            f"warning: gpu_number={gpu_number!r} not among the {len(gpus)} "
-            "visible GPUs; using GPU 0"
-        )
-        chosen = gpus[:1]
-    tf.config.set_visible_devices(chosen, "GPU")
-    if gpu_memory < 1:
-        for gpu in chosen:
-            tf.config.experimental.set_memory_growth(gpu, True)
-    return chosen
-
-
 def build_model(config, input_shape, num_classes):
     """The paper's network for `config` (call under the strategy's scope)."""
-    from tfrobust import models
-
     dropout = config.reg_type == "dropout"
     if config.nn_type == "mlp1layer":
         return models.mlp1layer(
@@ -198,66 +165,11 @@ def build_model(config, input_shape, num_classes):
 
 def extra_losses(config):
     """The regularizer of `config` as training-loop extra losses."""
-    from tfrobust import regularizers
-
     if config.reg_type == "cross_lipschitz":
         return [regularizers.CrossLipschitz(config.lmbd)]
     if config.reg_type == "weight_decay":
         return [regularizers.WeightDecay(config.lmbd)]
     return []
-
-
-def robustness_bounds(model, x, dataset="mnist", batch_size=128, lower=True):
-    """Per-example bounds on the minimal adversarial L2 change of `model`.
-
-    The upper bound is the norm of the smallest adversarial example found by
-    the box-constrained attack (it provably flips the class); the lower bound
-    is Theorem 2.1's certified radius, available for the one-hidden-layer
-    network only. Both refer to the class the model predicts.
-
-    Returns:
-        A dict of NumPy arrays: `pred`, `upper` (inf where the attack failed)
-        and, when `lower` is true and the model is an `mlp1layer`, `lower`.
-    """
-    from tfrobust import bounds
-    from tfrobust.attacks.boxed_linear import MULT_BY_DATASET, BoxedLinearL2
-
-    attack = BoxedLinearL2(mult=MULT_BY_DATASET.get(dataset, 1.2))
-    preds, uppers, lowers = [], [], []
-    can_certify = lower and _is_mlp1layer(model)
-    for start in range(0, len(x), batch_size):
-        xb = tf.convert_to_tensor(x[start : start + batch_size])
-        pred = tf.argmax(model(xb, training=False), axis=-1)
-        preds.append(pred.numpy())
-        uppers.append(attack.minimize(model, xb, pred).norm.numpy())
-        if can_certify:
-            lowers.append(bounds.mlp1layer_lower_bound(model, xb, p=2).numpy())
-    result = {"pred": np.concatenate(preds), "upper": np.concatenate(uppers)}
-    if can_certify:
-        result["lower"] = np.concatenate(lowers)
-    return result
-
-
-def _is_mlp1layer(model):
-    names = {layer.name for layer in getattr(model, "layers", [])}
-    return {"hidden", "logits"} <= names
-
-
-def summarize_bounds(bounds_dict, y):
-    """Mean and median bounds over the correctly classified points."""
-    correct = bounds_dict["pred"] == y
-    summary = {"n_points": int(len(y)), "n_correct": int(correct.sum())}
-    for key in ("upper", "lower"):
-        if key not in bounds_dict:
-            continue
-        values = bounds_dict[key][correct]
-        finite = values[np.isfinite(values)]
-        summary[f"{key}_bound_mean"] = float(finite.mean()) if finite.size else None
-        summary[f"{key}_bound_median"] = (
-            float(np.median(finite)) if finite.size else None
-        )
-        summary[f"{key}_bound_failed"] = int(values.size - finite.size)
-    return summary
 
 
 def _training_dataset(config, x, y):
@@ -323,11 +235,6 @@ def run(config):
 
 
 def train(config):
-    import keras
-
-    from tfrobust import training
-    from tfrobust.attacks.boxed_linear import BoxedLinearAdversarialTransform
-
     run_dir = config.run_dir()
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     if _has_checkpoint(ckpt_dir) and not config.continue_train:

@@ -7,6 +7,7 @@ and an in-step input transform (noise, adversarial examples), under any
 run resumes to exactly the weights of an uninterrupted one.
 """
 
+from tfrobust.training.devices import configure_devices
 from tfrobust.training.evaluation import evaluate
 from tfrobust.training.evaluation import evaluate_accuracy
 from tfrobust.training.loop import History
@@ -19,6 +20,7 @@ from tfrobust.training.schedules import make_optimizer
 from tfrobust.training.strategy import make_strategy
 
 __all__ = [
+    "configure_devices",
     "History",
     "PiecewiseByFraction",
     "StepDecay",
