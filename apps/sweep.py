@@ -23,6 +23,7 @@ flags.DEFINE_string("exp_dir", "exps", "Root folder of experiments.")
 flags.DEFINE_string("out_dir", None, "Where the report goes.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR).")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy name.")
+flags.DEFINE_multi_string("only", [], "Train only runs with this setting, e.g. --only=nn_type=resnet (repeatable).")
 FLAGS = flags.FLAGS
 
 
@@ -33,9 +34,15 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     try:
         config = sweep.load_config_file(FLAGS.config, quick=FLAGS.quick)
+        only = {}
+        for item in FLAGS.only:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"Expected --only=key=value. Received: --only={item!r}")
+            only[key] = value
         sweep.run_sweep(
             config, exp_dir=FLAGS.exp_dir, data_dir=FLAGS.data_dir,
-            strategy=FLAGS.strategy, out_dir=FLAGS.out_dir,
+            strategy=FLAGS.strategy, out_dir=FLAGS.out_dir, only=only,
         )
     except (ValueError, FileNotFoundError) as err:
         raise app.UsageError(str(err)) from err

@@ -157,7 +157,7 @@ def test_resnet_with_augmentation_and_adversarial_training(tmp_path):
     import tfrobust
 
     config = _config(
-        tmp_path, nn_type="resnet", reg_type="cross_lipschitz", augm_flag=True,
+        tmp_path, nn_type="resnet", reg_type="weight_decay", augm_flag=True,
         adv_train_flag=True, n_epochs=1, n_train=128, n_eval=8,
     )
     metrics = cl.run(config)

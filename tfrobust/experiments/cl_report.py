@@ -57,7 +57,9 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         if data_dir is not None:
             config.data_dir = data_dir
         config.exp_dir = _exp_root(run_dir)
-        summary = cl.evaluate(config, run_dir=run_dir, batch_size=batch_size)
+        summary = _cached_summary(run_dir, n_eval)
+        if summary is None:
+            summary = cl.evaluate(config, run_dir=run_dir, batch_size=batch_size)
         saved = np.load(os.path.join(run_dir, "bounds.npz"))
         b = {k: saved[k] for k in saved.files if k != "y"}
         y = saved["y"]
@@ -81,6 +83,22 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         if verbose:
             print(f"{row['run']}: {json.dumps({k: row[k] for k in row if k.endswith(('mean', 'median', 'error'))})}")
     return rows
+
+
+def _cached_summary(run_dir, n_eval):
+    """The saved evaluation of `run_dir` if it covered the same test points.
+
+    Bounds are deterministic for a trained model, so a report over many runs
+    (or a sweep started again) does not recompute them.
+    """
+    path = os.path.join(run_dir, "robustness.json")
+    if n_eval is None or not os.path.exists(path):
+        return None
+    if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "model.keras")):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    return summary if summary.get("n_points") == n_eval else None
 
 
 def _exp_root(run_dir):

@@ -26,19 +26,32 @@ def load_config_file(path, quick=False):
     return module.get_config(quick=quick)
 
 
-def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_dir=None, verbose=2):
-    """Trains every run of `config` not yet finished, then writes the report."""
+def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_dir=None, verbose=2, only=None):
+    """Trains every run of `config` not yet finished, then writes the report.
+
+    Args:
+        only: optional dict of settings (e.g. `{"nn_type": "resnet"}`); only
+            runs matching all of them are trained, so several processes or
+            machines can share one grid. The report covers every finished
+            run below the experiment folder.
+    """
     name = config["experiment_name"]
-    for i, kwargs in enumerate(config["runs"]):
+    runs = [
+        kwargs for kwargs in config["runs"]
+        if all(str(kwargs.get(k)) == str(v) for k, v in (only or {}).items())
+    ]
+    if not runs:
+        raise ValueError(f"Expected some runs to match only={only!r}; none do.")
+    for i, kwargs in enumerate(runs):
         run = cl.WorkerConfig(
             experiment_name=name, exp_dir=exp_dir, data_dir=data_dir,
             strategy=strategy, verbose=verbose, **kwargs,
         )
         run.validate()
         if os.path.exists(os.path.join(run.run_dir(), "metrics.json")):
-            print(f"[{i + 1}/{len(config['runs'])}] done already: {run.run_dir()}")
+            print(f"[{i + 1}/{len(runs)}] done already: {run.run_dir()}")
             continue
-        print(f"[{i + 1}/{len(config['runs'])}] training {run.run_dir()}")
+        print(f"[{i + 1}/{len(runs)}] training {run.run_dir()}")
         run.continue_train = True  # resume an interrupted run, if any
         cl.run(run)
     root = os.path.join(exp_dir, name)
