@@ -161,6 +161,23 @@ class Attack:
         x_adv = self._run(model, x, y, bool(targeted))
         return self._finalize(x, x_adv)
 
+    def _next_seed(self):
+        """A fresh stateless seed `[2]` (int32) from the attack's own generator.
+
+        Random attacks keep `self.seed` (None: non-deterministic) and
+        `self._rng = None` until the first call; every call then draws new
+        seeds, so repeated calls differ while a seeded attack stays
+        reproducible.
+        """
+        if getattr(self, "_rng", None) is None:
+            with tf.init_scope():
+                if getattr(self, "seed", None) is None:
+                    self._rng = tf.random.Generator.from_non_deterministic_state()
+                else:
+                    self._rng = tf.random.Generator.from_seed(self.seed)
+        seed = self._rng.make_seeds(1)[:, 0]
+        return tf.cast(seed % (2**31 - 1), tf.int32)
+
     def value_and_grad(self, loss_fn, x):
         """Per-example loss and its gradient with respect to `x`.
 

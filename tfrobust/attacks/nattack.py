@@ -173,16 +173,6 @@ class NAttack(Attack):
         )
         return config
 
-    def _next_seed(self):
-        if self._rng is None:
-            with tf.init_scope():
-                if self.seed is None:
-                    self._rng = tf.random.Generator.from_non_deterministic_state()
-                else:
-                    self._rng = tf.random.Generator.from_seed(self.seed)
-        seed = self._rng.make_seeds(1)[:, 0]
-        return tf.cast(seed % (2**31 - 1), tf.int32)
-
     def _run(self, model, x, y, targeted):
         # A tensor, so that targeted and untargeted calls share one trace.
         return self._compiled(model, x, y, tf.constant(bool(targeted)), self._next_seed())

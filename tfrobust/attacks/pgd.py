@@ -193,17 +193,6 @@ class PGD(Attack):
 
     # ------------------------------------------------------------------
 
-    def _next_seed(self):
-        """A fresh stateless seed `[2]` (int32) drawn from the attack's generator."""
-        if self._rng is None:
-            with tf.init_scope():
-                if self.seed is None:
-                    self._rng = tf.random.Generator.from_non_deterministic_state()
-                else:
-                    self._rng = tf.random.Generator.from_seed(self.seed)
-        seed = self._rng.make_seeds(1)[:, 0]
-        return tf.cast(seed % (2**31 - 1), tf.int32)
-
     def _run(self, model, x, y, targeted):
         best = None
         # A tensor, so that targeted and untargeted calls share one trace.
