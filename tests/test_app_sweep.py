@@ -1,0 +1,60 @@
+"""The Cross-Lipschitz grid (`apps/sweep.py`) and report app (`apps/eval_robustness.py`)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfrobust.experiments import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "cross_lipschitz_mnist.py")
+
+
+def test_full_grid_covers_every_regularizer_net_and_adversarial_training():
+    config = sweep.load_config_file(CONFIG)
+    keys = {(r["nn_type"], r["reg_type"], r["adv_train_flag"]) for r in config["runs"]}
+    for net in ("mlp1layer", "resnet"):
+        for reg in ("no", "weight_decay", "dropout", "cross_lipschitz"):
+            for adv in (False, True):
+                assert (net, reg, adv) in keys
+
+
+def test_quick_sweep_trains_resumes_and_reports(data_dir, tmp_path):
+    config = sweep.load_config_file(CONFIG, quick=True)
+    rows = sweep.run_sweep(config, exp_dir=str(tmp_path), data_dir=data_dir, verbose=0)
+    assert len(rows) == len(config["runs"])
+    assert all(row["lower_le_upper_violations"] == 0 for row in rows)
+    report_dir = tmp_path / config["experiment_name"] / "report"
+    assert (report_dir / "robustness.md").exists()
+    # A second call finds every run finished and only re-reports.
+    again = sweep.run_sweep(config, exp_dir=str(tmp_path), data_dir=data_dir, verbose=0)
+    assert [r["run"] for r in again] == [r["run"] for r in rows]
+
+    # The report app over the same folder, in a fresh process.
+    out = tmp_path / "report_app"
+    cmd = [
+        sys.executable, os.path.join(ROOT, "apps", "eval_robustness.py"),
+        f"--exp_dir={tmp_path}", f"--experiment_name={config['experiment_name']}",
+        f"--out_dir={out}", "--n_eval=20", "--radii=0.05,0.1",
+    ]
+    env = dict(os.environ, TFROBUST_DATA_DIR=data_dir, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows_app = json.loads((out / "robustness.json").read_text())
+    assert len(rows_app) == len(rows)
+    assert rows_app[0]["radii"] == [0.05, 0.1]
+
+
+def test_bad_config_and_filters(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config"):
+        sweep.load_config_file(str(tmp_path / "missing.py"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="get_config"):
+        sweep.load_config_file(str(bad))
+    config = sweep.load_config_file(CONFIG, quick=True)
+    with pytest.raises(ValueError, match="only"):
+        sweep.run_sweep(config, exp_dir=str(tmp_path), only={"nn_type": "vgg"})
