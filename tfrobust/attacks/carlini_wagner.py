@@ -15,18 +15,17 @@ result = attack.minimize(model, x)      # MinimizationResult(x_adv, norm, succes
 x_adv = attack(model, x)                # the same x_adv (x where unsuccessful)
 ```
 
-The helpers at the bottom of this module (hyper-parameter checks, the
-hinge objective and the per-example binary search over the constant `c`) are
-shared with `tfrobust.attacks.ead`, which runs the same outer search.
+The outer search over the constant `c`, the hyper-parameter checks and the
+hinge objective live in `tfrobust.attacks.const_search`, shared with EAD.
 """
-
-import math
-import numbers
 
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.attacks.base import MinimizationAttack
+from tfrobust.attacks.const_search import ConstSearchAttack
+from tfrobust.attacks.const_search import check_bool
+from tfrobust.attacks.const_search import signed_margin
+from tfrobust.attacks.const_search import squared_l2
 
 __all__ = ["CarliniWagnerL2"]
 
@@ -36,13 +35,9 @@ _ADAM_BETA2 = 0.999
 _ADAM_EPSILON = 1e-8
 # The reference keeps arctanh finite for pixels on the box faces.
 _TANH_SHRINK = 0.999999
-# Upper bound of the binary search before any success (the reference's 1e10);
-# a bound below `_UPPER_FOUND` means "some c has succeeded".
-_UPPER_INIT = 1e10
-_UPPER_FOUND = 1e9
 
 
-class CarliniWagnerL2(MinimizationAttack):
+class CarliniWagnerL2(ConstSearchAttack):
     """Carlini & Wagner's L2 attack (tanh box, Adam, binary search over c).
 
     Minimizes `||x' - x||_2^2 + c * f(x')` over `x' = lo + (hi - lo) *
@@ -101,51 +96,26 @@ class CarliniWagnerL2(MinimizationAttack):
         abort_early=True,
         bounds=(0.0, 1.0),
     ):
-        super().__init__(threat, bounds=bounds)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
-        self.steps = check_int("steps", steps, 1)
-        self.learning_rate = check_float("learning_rate", learning_rate, positive=True)
-        self.initial_const = check_float("initial_const", initial_const, positive=True)
-        self.confidence = check_float("confidence", confidence, positive=False)
+        super().__init__(
+            threat,
+            binary_search_steps=binary_search_steps,
+            steps=steps,
+            learning_rate=learning_rate,
+            initial_const=initial_const,
+            confidence=confidence,
+            bounds=bounds,
+        )
         self.abort_early = check_bool("abort_early", abort_early)
-        self._attempt_fn = None
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            binary_search_steps=self.binary_search_steps,
-            steps=self.steps,
-            learning_rate=self.learning_rate,
-            initial_const=self.initial_const,
-            confidence=self.confidence,
-            abort_early=self.abort_early,
-        )
-        return config
+        return dict(super().get_config(), abort_early=self.abort_early)
 
-    def _minimize(self, model, x, y, targeted):
-        if self._attempt_fn is None:
-            self._attempt_fn = tf.function(self._attempt, reduce_retracing=True)
-        lo, hi = self.bounds
-        half_range = (hi - lo) / 2.0
-        center = (hi + lo) / 2.0
-        w0 = tf.atanh((x - center) / half_range * _TANH_SHRINK)
-        search = BinarySearch(tf.shape(x)[0], self.initial_const)
-        best_dist = tf.fill(tf.shape(x)[:1], tf.constant(np.inf, tf.float32))
-        best_x = x
-        for attempt in range(self.binary_search_steps):
-            if self.binary_search_steps >= 10 and attempt == self.binary_search_steps - 1:
-                search.use_upper_bound()
-            found, best_dist, best_x = self._attempt_fn(
-                model, x, w0, y, search.const, best_dist, best_x, targeted
-            )
-            search.update(found)
-        return best_x, tf.math.is_finite(best_dist)
-
-    def _attempt(self, model, x, w0, y, const, best_dist, best_x, targeted):
+    def _attempt(self, model, x, y, const, best_dist, best_x, targeted):
         """One Adam run at fixed per-example `c`; updates the overall best."""
         lo, hi = self.bounds
         half_range = (hi - lo) / 2.0
         center = (hi + lo) / 2.0
+        w0 = tf.atanh((x - center) / half_range * _TANH_SHRINK)
         kappa = tf.constant(self.confidence, tf.float32)
         lr = tf.constant(self.learning_rate, tf.float32)
         objective = signed_margin(model, y, targeted)
@@ -209,79 +179,3 @@ class CarliniWagnerL2(MinimizationAttack):
         state = tf.while_loop(cond, body, state)
         _, _, _, _, _, _, found, best_dist, best_x = state
         return found, best_dist, best_x
-
-
-# ----------------------------------------------------------------------
-# Pieces shared with EAD.
-
-
-def signed_margin(model, y, targeted):
-    """Returns `x -> s * margin(model(x), y)`, negative once the goal holds.
-
-    `s = -1` untargeted (the margin of `tfrobust.losses` is positive when
-    misclassified) and `s = +1` targeted (the margin of the target class is
-    negative when the target wins), so a minimizer always drives it down and
-    `s * margin < -confidence` is the success test with confidence.
-    """
-    from tfrobust import losses  # Imported late: losses is a sibling module.
-
-    sign = 1.0 if targeted else -1.0
-
-    def objective(x):
-        return sign * losses.margin(model(x), y)
-
-    return objective
-
-
-def squared_l2(delta):
-    """Per-example squared L2 norm over every non-batch axis."""
-    return tf.reduce_sum(tf.square(delta), axis=list(range(1, delta.shape.rank)))
-
-
-class BinarySearch:
-    """The reference's per-example search over the constant c.
-
-    Until an attempt succeeds, c is multiplied by 10 (and becomes a lower
-    bound); afterwards it is the midpoint of the bracket [lower, upper].
-    """
-
-    def __init__(self, batch_size, initial_const):
-        self.const = tf.fill([batch_size], tf.constant(initial_const, tf.float32))
-        self.lower = tf.zeros([batch_size], tf.float32)
-        self.upper = tf.fill([batch_size], tf.constant(_UPPER_INIT, tf.float32))
-
-    def use_upper_bound(self):
-        self.const = self.upper
-
-    def update(self, found):
-        self.upper = tf.where(found, tf.minimum(self.upper, self.const), self.upper)
-        self.lower = tf.where(found, self.lower, tf.maximum(self.lower, self.const))
-        bracketed = self.upper < _UPPER_FOUND
-        midpoint = (self.lower + self.upper) / 2.0
-        self.const = tf.where(
-            bracketed, midpoint, tf.where(found, self.const, self.const * 10.0)
-        )
-
-
-def check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def check_float(name, value, positive):
-    """Checks a finite real number that is > 0 (`positive`) or >= 0."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        what = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"Expected `{name}` to be {what}. Received: {name}={value!r}")
-    return float(value)
-
-
-def check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
-    return bool(value)

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.attacks.base import is_adversarial
-from tfrobust.attacks.carlini_wagner import check_float
-from tfrobust.attacks.carlini_wagner import check_int
+from tfrobust.attacks.const_search import check_float
+from tfrobust.attacks.const_search import check_int
 
 __all__ = ["DeepFool"]
 

@@ -15,23 +15,20 @@ result = attack.minimize(model, x)   # result.norm holds L1 norms
 ```
 """
 
-import numpy as np
 import tensorflow as tf
 
-from tfrobust.attacks.base import MinimizationAttack
-from tfrobust.attacks.carlini_wagner import BinarySearch
-from tfrobust.attacks.carlini_wagner import check_bool
-from tfrobust.attacks.carlini_wagner import check_float
-from tfrobust.attacks.carlini_wagner import check_int
-from tfrobust.attacks.carlini_wagner import signed_margin
-from tfrobust.attacks.carlini_wagner import squared_l2
+from tfrobust.attacks.const_search import ConstSearchAttack
+from tfrobust.attacks.const_search import check_bool
+from tfrobust.attacks.const_search import check_float
+from tfrobust.attacks.const_search import signed_margin
+from tfrobust.attacks.const_search import squared_l2
 
 __all__ = ["EAD"]
 
 _DECISION_RULES = ("EN", "L1")
 
 
-class EAD(MinimizationAttack):
+class EAD(ConstSearchAttack):
     """Chen et al.'s elastic-net attack (projected ISTA / FISTA, binary search).
 
     Minimizes `c * f(x') + ||x' - x||_2^2 + beta * ||x' - x||_1` over the box,
@@ -102,7 +99,15 @@ class EAD(MinimizationAttack):
         fista=True,
         bounds=(0.0, 1.0),
     ):
-        super().__init__(threat, bounds=bounds)
+        super().__init__(
+            threat,
+            binary_search_steps=binary_search_steps,
+            steps=steps,
+            learning_rate=learning_rate,
+            initial_const=initial_const,
+            confidence=confidence,
+            bounds=bounds,
+        )
         self.beta = check_float("beta", beta, positive=False)
         rule = decision_rule.upper() if isinstance(decision_rule, str) else None
         if rule not in _DECISION_RULES:
@@ -111,44 +116,12 @@ class EAD(MinimizationAttack):
                 f"Received: decision_rule={decision_rule!r}"
             )
         self.decision_rule = rule
-        self.steps = check_int("steps", steps, 1)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
-        self.learning_rate = check_float("learning_rate", learning_rate, positive=True)
-        self.initial_const = check_float("initial_const", initial_const, positive=True)
-        self.confidence = check_float("confidence", confidence, positive=False)
         self.fista = check_bool("fista", fista)
-        self._attempt_fn = None
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            beta=self.beta,
-            decision_rule=self.decision_rule,
-            steps=self.steps,
-            binary_search_steps=self.binary_search_steps,
-            learning_rate=self.learning_rate,
-            initial_const=self.initial_const,
-            confidence=self.confidence,
-            fista=self.fista,
+        return dict(
+            super().get_config(), beta=self.beta, decision_rule=self.decision_rule, fista=self.fista
         )
-        return config
-
-    def _minimize(self, model, x, y, targeted):
-        if self._attempt_fn is None:
-            self._attempt_fn = tf.function(self._attempt, reduce_retracing=True)
-        search = BinarySearch(tf.shape(x)[0], self.initial_const)
-        best_dist = tf.fill(tf.shape(x)[:1], tf.constant(np.inf, tf.float32))
-        best_x = x
-        for attempt in range(self.binary_search_steps):
-            # The C&W rule of the reference code: with 10 or more attempts
-            # the last one uses the search's upper bound.
-            if self.binary_search_steps >= 10 and attempt == self.binary_search_steps - 1:
-                search.use_upper_bound()
-            found, best_dist, best_x = self._attempt_fn(
-                model, x, y, search.const, best_dist, best_x, targeted
-            )
-            search.update(found)
-        return best_x, tf.math.is_finite(best_dist)
 
     def _attempt(self, model, x, y, const, best_dist, best_x, targeted):
         """One (F)ISTA run at fixed per-example `c`; updates the overall best."""
