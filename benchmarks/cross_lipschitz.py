@@ -32,6 +32,7 @@ flags.DEFINE_string("data_dir", None, "Local MNIST files (default: $TFROBUST_DAT
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_integer("repeats", 30, "Timed training steps per variant.")
 flags.DEFINE_integer("n_attack", 100, "Test points for the attack comparison.")
+flags.DEFINE_boolean("resnet", True, "Also time the ResNet-32 of the paper (slow on a CPU).")
 FLAGS = flags.FLAGS
 
 
@@ -69,6 +70,7 @@ def step_table(name, x, y):
     builders = {
         "mlp1layer": lambda: models.mlp1layer(x.shape[1:], k),
         "cw_mnist_cnn": lambda: models.cw_mnist_cnn(x.shape[1:], k) if x.shape[1] >= 8 else None,
+        "preact_resnet32": lambda: models.preact_resnet32(x.shape[1:], k) if FLAGS.resnet else None,
     }
     for arch, build in builders.items():
         variants = {"plain": [], "cross_lipschitz (generic)": [regularizers.CrossLipschitz(1e-4, form="generic")]}
