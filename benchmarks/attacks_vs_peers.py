@@ -34,6 +34,7 @@ import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -124,18 +125,33 @@ def forward_flops(model):
     return int(total)
 
 
-def matmul_rate(size=2048, repeats=10):
-    """Median float32 FLOP/s of a compiled `size x size` matmul."""
-    a = tf.random.stateless_normal((size, size), seed=[1, 2])
-    b = tf.random.stateless_normal((size, size), seed=[3, 4])
-    mm = tf.function(lambda a, b: tf.matmul(a, b))
+_MATMUL_CODE = """
+import os, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np, tensorflow as tf
+a = tf.random.stateless_normal(({n}, {n}), seed=[1, 2])
+b = tf.random.stateless_normal(({n}, {n}), seed=[3, 4])
+mm = tf.function(lambda a, b: tf.matmul(a, b))
+mm(a, b).numpy()
+times = []
+for _ in range({r}):
+    start = time.perf_counter()
     mm(a, b).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        mm(a, b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / float(np.median(times))
+    times.append(time.perf_counter() - start)
+print(2.0 * {n} ** 3 / float(np.median(times)))
+"""
+
+
+def matmul_rate(size=2048, repeats=10):
+    """Median float32 FLOP/s of a compiled `size x size` matmul, in a child process.
+
+    Measured apart because running the large matmul in this process slowed
+    the attacks timed after it (tfrobust's PGD by about 30%, the bare loop by
+    less: an allocator or kernel-cache effect of the big buffers).
+    """
+    out = subprocess.run([sys.executable, "-c", _MATMUL_CODE.format(n=size, r=repeats)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def load_text():
