@@ -1,0 +1,70 @@
+"""Smoke tests of the benchmark scripts: they run end to end and print their tables.
+
+The numbers themselves are not asserted beyond sanity (speed targets live in
+the scripts and docs/benchmarks.md, never in timed unit tests).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *args, env=None):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _row(text, prefix):
+    rows = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert rows, f"no row starting with {prefix!r} in:\n{text}"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_attacks_vs_peers_runs_without_peers(data_dir, tmp_path):
+    text = _run(
+        "attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
+        "--n=40", "--batch_size=20", "--repeats=1", "--peers=", "--only=PGD-40 Linf,FGSM",
+    )
+    pgd = _row(text, "| PGD-40 Linf")
+    # tfrobust and the bare loop both ran: seconds, then "seconds (ratio x)".
+    assert float(pgd[3]) > 0
+    assert re.fullmatch(r"[0-9.]+ \([0-9.]+x\)", pgd[6]), pgd
+    # One epoch gives a model PGD at eps 0.3 breaks almost always.
+    accuracies = [float(v) for v in pgd[7].split(" / ") if v != "-"]
+    assert len(accuracies) == 2 and max(accuracies) <= 20.0, pgd
+    assert "| PGD-40 Linf | tfrobust |" in text and "WARNING" not in text
+    _row(text, "| FGSM Linf")
+    # A second run reads the cached weights instead of training.
+    again = _run(
+        "attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
+        "--n=20", "--batch_size=20", "--repeats=1", "--peers=", "--only=FGSM",
+    )
+    assert "Loaded cached weights" in again
+
+
+def test_attacks_vs_peers_rejects_bad_flags(data_dir):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "attacks_vs_peers.py"),
+         f"--data_dir={data_dir}", "--n=0"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert out.returncode != 0 and "Expected --n >= 1" in out.stderr
+
+
+def test_cross_lipschitz_benchmark_on_digits():
+    env = dict(os.environ)
+    env.pop("TFROBUST_DATA_DIR", None)
+    text = _run("cross_lipschitz.py", "--repeats=2", "--n_attack=20", "--noresnet", env=env)
+    assert "dataset digits" in text
+    generic = _row(text, "| mlp1layer | cross_lipschitz (generic)")
+    closed = _row(text, "| mlp1layer | cross_lipschitz (closed form)")
+    assert float(generic[3]) > 0 and float(closed[3]) > 0
+    boxed = _row(text, "| boxed linear + binary search")
+    assert float(boxed[3]) >= 0.9, boxed  # success rate of the boxed attack
