@@ -68,6 +68,7 @@ flags.DEFINE_integer("search_steps", 5, "C&W / EAD binary-search steps (all libr
 flags.DEFINE_integer("iterations", 100, "C&W / EAD iterations per search step (all libraries).")
 flags.DEFINE_float("initial_const", 1e-2, "C&W / EAD initial constant c (all libraries).")
 flags.DEFINE_float("cw_learning_rate", 0.1, "C&W Adam step size (all libraries); EAD keeps the paper's 0.01.")
+flags.DEFINE_boolean("cw_abort_early", True, "C&W early abort (tfrobust and Foolbox; ART has none).")
 flags.DEFINE_list("peers", ["art", "foolbox"], "Peers to compare with.")
 flags.DEFINE_integer("seed", 0, "Seed of training and of the random starts.")
 flags.DEFINE_list("only", [], "Run only the attacks whose name contains one of these (case-insensitive).")
@@ -359,10 +360,10 @@ def specs(model, peers):
             initial_const=c0, batch_size=b, verbose=False),
         foolbox=lambda fba, k: fba.L2CarliniWagnerAttack(
             binary_search_steps=q(k, s), steps=q(k, it), stepsize=lr, confidence=0.0, initial_const=c0,
-            abort_early=True))
-    name = f"C&W L2 ({s} x {it}, lr {lr:g}, c0 {c0:g})"
+            abort_early=FLAGS.cw_abort_early))
+    name = f"C&W L2 ({s} x {it}, lr {lr:g}, c0 {c0:g}, abort early {FLAGS.cw_abort_early})"
     make = lambda: tfr_impl(model, tfr.CarliniWagnerL2(  # noqa: E731
-        binary_search_steps=s, steps=it, learning_rate=lr, initial_const=c0, abort_early=True), True)
+        binary_search_steps=s, steps=it, learning_rate=lr, initial_const=c0, abort_early=FLAGS.cw_abort_early), True)
     row(name, 2, None, FLAGS.n_slow, FLAGS.slow_batch_size, "minimize", make(), with_peers=("foolbox",), **cw)
     row(name + ", ART subset", 2, None, FLAGS.n_art, FLAGS.slow_batch_size, "minimize", make(), **cw)
 

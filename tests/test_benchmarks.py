@@ -44,9 +44,13 @@ def test_attacks_vs_peers_runs_without_peers(data_dir, tmp_path):
     # A second run reads the cached weights instead of training.
     again = _run(
         "attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
-        "--n=20", "--batch_size=20", "--repeats=1", "--peers=", "--only=FGSM",
+        "--n=20", "--batch_size=20", "--repeats=1", "--peers=", "--only=FGSM,C&W",
+        "--n_slow=4", "--n_art=2", "--slow_batch_size=2", "--search_steps=1", "--iterations=5",
+        "--nocw_abort_early",
     )
     assert "Loaded cached weights" in again
+    cw = _row(again, "| C&W L2 (1 x 5, lr 0.1, c0 0.01, abort early False) |")
+    assert cw[1] == "4" and cw[8].startswith("L2: "), cw
 
 
 def test_attacks_vs_peers_rejects_bad_flags(data_dir):
