@@ -7,6 +7,21 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests must never fail by chance: every run (CI or not) draws the
+# same examples, and no example database carries failures from one machine's
+# run into another's. Tests keep their own max_examples; derandomize and
+# the database come from this profile.
+settings.register_profile(
+    "tfrobust",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tfrobust"))
 
 
 @pytest.fixture(autouse=True)

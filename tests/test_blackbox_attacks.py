@@ -209,8 +209,8 @@ def _property_attack(kind, p):
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    x=hnp.arrays(np.float32, _SHAPE, elements=st.sampled_from([0.0, 1.0, 0.5]) | st.floats(0, 1, width=32)),
-    w=hnp.arrays(np.float32, (8, 3), elements=st.floats(-10, 10, width=32)),
+    x=hnp.arrays(np.float32, _SHAPE, elements=st.sampled_from([0.0, 1.0, 0.5]) | st.floats(0, 1, width=32, allow_subnormal=False)),
+    w=hnp.arrays(np.float32, (8, 3), elements=st.floats(-10, 10, width=32, allow_subnormal=False)),
     kind=st.sampled_from(["spsa", "nattack", "transfer"]),
     p=st.sampled_from([2, INF]),
     targeted=st.booleans(),

@@ -49,8 +49,8 @@ def step_problems(draw):
     v[rng.uniform(size=d) < 0.2] = 0.0
     g_min = float(v @ np.clip(-1e300 * v, -x, 1.0 - x))
     # c as a fraction of the reachable range, away from the feasibility edge.
-    t = draw(st.one_of(st.floats(0.01, 0.98), st.floats(1.02, 2.0)))
-    c = t * g_min if g_min < 0 else -draw(st.floats(0.01, 2.0))
+    t = draw(st.one_of(st.floats(0.01, 0.98, allow_subnormal=False), st.floats(1.02, 2.0, allow_subnormal=False)))
+    c = t * g_min if g_min < 0 else -draw(st.floats(0.01, 2.0, allow_subnormal=False))
     return x, v, c
 
 

@@ -83,7 +83,7 @@ def cases(draw, with_x=False):
     shape = draw(shapes)
     delta = draw(hnp.arrays(np.float64, shape, elements=values))
     p = draw(st.sampled_from(P_VALUES))
-    eps = draw(st.one_of(st.just(0.0), st.floats(0, 3)))
+    eps = draw(st.one_of(st.just(0.0), st.floats(0, 3, allow_subnormal=False)))
     if not with_x:
         return delta, p, eps
     return delta, draw(hnp.arrays(np.float64, shape, elements=pixels)), p, eps
@@ -106,7 +106,7 @@ def test_project_matches_reference_is_inside_and_idempotent(case):
 
 
 @PROPERTY
-@given(cases(), st.floats(0, 1, exclude_max=True))
+@given(cases(), st.floats(0, 1, exclude_max=True, allow_subnormal=False))
 def test_project_leaves_interior_points_unchanged(case, shrink):
     delta, p, eps = case
     # Rescale every example strictly inside the ball (tiny examples are
@@ -116,6 +116,11 @@ def test_project_leaves_interior_points_unchanged(case, shrink):
     norms = np_norm(delta, p)
     factor = np.where(norms > 0, eps * shrink / np.where(norms > 0, norms, 1), 0.0)
     inner = delta * factor.reshape((-1,) + (1,) * (delta.ndim - 1))
+    # A product of two tiny factors can be subnormal, and TensorFlow's CPU
+    # kernels flush subnormals to zero once any op has set the FTZ flag in
+    # this worker: that is outside the float semantics TF keeps, so such
+    # entries are made exact zeros here.
+    inner = np.where(np.abs(inner) < np.finfo(np.float32).tiny, 0.0, inner)
     ball = LpBall(p, eps)
     np.testing.assert_array_equal(ball.project(tf.constant(inner)).numpy(), inner)
     x = np.full_like(inner, 0.5)
@@ -229,7 +234,7 @@ def test_steepest_direction_attains_dual_norm(case):
 
 
 @PROPERTY
-@given(shapes, st.floats(0, 1), st.integers(0, 2**31 - 1))
+@given(shapes, st.floats(0, 1, allow_subnormal=False), st.integers(0, 2**31 - 1))
 def test_l1_steepest_direction_is_mean_of_top_k(shape, sparsity, seed):
     grad = np.random.default_rng(seed).normal(size=shape)
     ball = LpBall(1, 1.0, l1_sparsity=sparsity)
