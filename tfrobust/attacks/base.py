@@ -30,6 +30,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _random
+
 __all__ = [
     "Attack",
     "MinimizationAttack",
@@ -161,22 +163,40 @@ class Attack:
         x_adv = self._run(model, x, y, bool(targeted))
         return self._finalize(x, x_adv)
 
+    # Declared capabilities, read by the evaluation engine's sanity checks
+    # (never guessed from attribute names). Subclasses override them.
+    #: The attack reads only the model's outputs (no gradients).
+    black_box = False
+    #: The attack averages over the model's randomness (EoT) by itself.
+    uses_eot = False
+    #: The attack draws random numbers (random start, sampling), so it owns
+    #: a generator that `random_generators()` declares.
+    randomized = False
+
+    def random_generators(self):
+        """The generators this attack draws from (for exact training resume).
+
+        Random attacks keep `self.seed` (None: non-deterministic); their
+        generator is created here on first use, so that a training loop that
+        reseeds declared generators before the first call finds it.
+        """
+        if not self.randomized:
+            return []
+        if getattr(self, "_rng", None) is None:
+            self._rng = _random.make_generator(getattr(self, "seed", None))
+        return [self._rng]
+
     def _next_seed(self):
         """A fresh stateless seed `[2]` (int32) from the attack's own generator.
 
-        Random attacks keep `self.seed` (None: non-deterministic) and
-        `self._rng = None` until the first call; every call then draws new
-        seeds, so repeated calls differ while a seeded attack stays
-        reproducible.
+        Every call draws new seeds, so repeated calls differ while a seeded
+        attack stays reproducible.
         """
-        if getattr(self, "_rng", None) is None:
-            with tf.init_scope():
-                if getattr(self, "seed", None) is None:
-                    self._rng = tf.random.Generator.from_non_deterministic_state()
-                else:
-                    self._rng = tf.random.Generator.from_seed(self.seed)
-        seed = self._rng.make_seeds(1)[:, 0]
-        return tf.cast(seed % (2**31 - 1), tf.int32)
+        if not self.randomized:
+            raise TypeError(f"{type(self).__name__} draws random seeds but does not set "
+                            "`randomized = True`.")
+        (generator,) = self.random_generators()
+        return _random.next_seed(generator)
 
     def value_and_grad(self, loss_fn, x):
         """Per-example loss and its gradient with respect to `x`.

@@ -121,6 +121,8 @@ class NAttack(Attack):
         Networks", ICML 2019.
     """
 
+    randomized = True
+
     black_box = True
 
     def __init__(

@@ -121,6 +121,8 @@ class PGD(Attack):
         attacks", ICML 2020 (best-iterate bookkeeping, DLR loss).
     """
 
+    randomized = True
+
     def __init__(
         self,
         threat,
