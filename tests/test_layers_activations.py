@@ -103,3 +103,20 @@ def test_default_alpha_is_ten():
 def test_bad_alpha_raises(alpha):
     with pytest.raises(ValueError, match="alpha"):
         ScaledSoftplus(alpha)
+
+
+def test_layers_package_imports_nothing_of_tfrobust_above_it():
+    # layers/ sits at the bottom: any model, defense or attack may use it.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, tfrobust.layers\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tfrobust')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = eval(out.stdout.strip().splitlines()[-1])
+    allowed = {"tfrobust", "tfrobust._validate"}
+    assert [m for m in loaded if m not in allowed and not m.startswith("tfrobust.layers")] == []

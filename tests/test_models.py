@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfrobust import models
+from tfrobust import layers, models
 from tfrobust.layers import ScaledSoftplus
 
 
@@ -309,15 +309,6 @@ def test_resnet_projection_only_where_shape_changes():
     assert not any(n.endswith("block1_proj") for n in names)
 
 
-def test_channel_zero_pad():
-    layer = models.ChannelZeroPad(2, 3)
-    x = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype(np.float32)
-    y = layer(x).numpy()
-    assert y.shape == (2, 3, 3, 9)
-    np.testing.assert_array_equal(y[..., 2:6], x)
-    assert not y[..., :2].any() and not y[..., 6:].any()
-
-
 # --- generators --------------------------------------------------------------
 
 GENERATOR_CASES = [
@@ -397,24 +388,6 @@ def test_vae_encoder_and_loss():
     vae.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
     history = vae.fit(x, epochs=1, batch_size=8, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-
-
-# --- LRN ---------------------------------------------------------------------
-
-def test_local_response_normalization_numpy_reference():
-    layer = models.LocalResponseNormalization(
-        depth_radius=2, bias=2.0, alpha=0.5, beta=0.75)
-    x = np.random.default_rng(0).normal(size=(2, 3, 3, 7)).astype(np.float32)
-    y = layer(x).numpy()
-    x64 = x.astype(np.float64)
-    expected = np.empty_like(x64)
-    for c in range(7):
-        window = x64[..., max(0, c - 2):c + 3]
-        expected[..., c] = x64[..., c] / (
-            2.0 + 0.5 * (window ** 2).sum(-1)) ** 0.75
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
-    clone = models.LocalResponseNormalization.from_config(layer.get_config())
-    np.testing.assert_array_equal(clone(x).numpy(), y)
 
 
 # --- save / load -------------------------------------------------------------
@@ -504,10 +477,6 @@ BAD_CASES = [
     (models.dcgan_celeba_generator, (-5,), {}, "latent_dim"),
     (models.mnist_vae, (0,), {}, "latent_dim"),
     (models.mnist_vae, (20,), {"seed": -1}, "seed"),
-    (models.LocalResponseNormalization, (), {"depth_radius": -1},
-     "depth_radius"),
-    (models.LocalResponseNormalization, (), {"bias": 0.0}, "bias"),
-    (models.ChannelZeroPad, (-1, 2), {}, "before"),
 ]
 
 

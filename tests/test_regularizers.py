@@ -162,11 +162,11 @@ def test_auto_picks_closed_form_only_for_mlp(monkeypatch):
     assert calls == [1]
     reg(_convnet(), np.zeros((2, 5, 5, 2), "float32"), None, None)
     assert calls == [1]
-    assert regularizers.is_mlp1layer(_mlp(0))
-    assert not regularizers.is_mlp1layer(_convnet())
+    assert models.is_mlp1layer(_mlp(0))
+    assert not models.is_mlp1layer(_convnet())
     dropout_mlp = models.mlp1layer((4, 4, 1), 3, hidden_units=5, input_dropout=0.1,
                                    hidden_dropout=0.5)
-    assert regularizers.is_mlp1layer(dropout_mlp)
+    assert models.is_mlp1layer(dropout_mlp)
 
 
 def test_closed_form_ignores_dropout_and_matches_inference_network():
@@ -229,4 +229,21 @@ def test_bad_arguments_raise():
     biased = keras.Sequential([keras.Input((4,)), keras.layers.Flatten(),
                                keras.layers.Dense(3), keras.layers.Dense(2, use_bias=False)])
     with pytest.raises(ValueError, match="one-hidden-layer"):
-        regularizers.unpack_mlp1layer(biased)
+        models.unpack_mlp1layer(biased)
+
+
+def test_modules_own_their_pieces():
+    from tfrobust.models import mlp
+    from tfrobust.regularizers import weight_decay
+
+    assert regularizers.WeightDecay is weight_decay.WeightDecay
+    assert models.is_mlp1layer is mlp.is_mlp1layer
+    assert models.unpack_mlp1layer is mlp.unpack_mlp1layer
+    # Serialized names are unchanged by the move.
+    assert keras.saving.get_registered_name(regularizers.WeightDecay) == "tfrobust>WeightDecay"
+
+
+@pytest.mark.parametrize("per_example", ["no", 1, None])
+def test_per_example_must_be_a_bool(per_example):
+    with pytest.raises(ValueError, match=r"Expected `per_example` to be a bool"):
+        regularizers.CrossLipschitz(0.1, per_example=per_example)

@@ -67,8 +67,8 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.regularizers.cross_lipschitz import is_mlp1layer
-from tfrobust.regularizers.cross_lipschitz import unpack_mlp1layer
+from tfrobust.models.mlp import is_mlp1layer
+from tfrobust.models.mlp import unpack_mlp1layer
 
 __all__ = ["lower_bound_generic", "mlp1layer_lower_bound"]
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfrobust import bounds
 from tfrobust.attacks.boxed_linear import MULT_BY_DATASET
 from tfrobust.attacks.boxed_linear import BoxedLinearL2
-from tfrobust.regularizers import is_mlp1layer
+from tfrobust.models.mlp import is_mlp1layer
 
 
 def robustness_bounds(model, x, dataset="mnist", batch_size=128, lower=True):

@@ -1,5 +1,12 @@
-"""Keras layers of tfrobust (all registered under the package "tfrobust")."""
+"""Keras layers of tfrobust (all registered under the package "tfrobust").
+
+This package sits at the bottom of tfrobust: it imports nothing of tfrobust
+but the argument checks (`tfrobust._validate`), so any model, defense or
+attack may use its layers.
+"""
 
 from tfrobust.layers.activations import ScaledSoftplus
+from tfrobust.layers.normalization import LocalResponseNormalization
+from tfrobust.layers.padding import ChannelZeroPad
 
-__all__ = ["ScaledSoftplus"]
+__all__ = ["ChannelZeroPad", "LocalResponseNormalization", "ScaledSoftplus"]

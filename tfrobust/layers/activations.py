@@ -1,9 +1,9 @@
 """Activation layers used by the architectures of the papers."""
 
-import math
-
 import keras
 from keras import ops
+
+from tfrobust import _validate
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")
@@ -36,17 +36,9 @@ class ScaledSoftplus(keras.layers.Layer):
 
     def __init__(self, alpha=10.0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-            raise ValueError(
-                "Expected `alpha` to be a positive float. "
-                f"Received: alpha={alpha!r}"
-            )
-        if not math.isfinite(alpha) or alpha <= 0:
-            raise ValueError(
-                "Expected `alpha` to be a finite number > 0. "
-                f"Received: alpha={alpha}"
-            )
-        self.alpha = float(alpha)
+        self.alpha = _validate.check_float(
+            alpha, name="alpha", minimum=0.0, exclusive_minimum=True
+        )
         self.supports_masking = True
 
     def call(self, inputs, training=False):

@@ -1,7 +1,14 @@
-"""Argument checks shared by the model builders (Keras-style messages)."""
+"""Argument checks specific to the model builders, on top of `tfrobust._validate`.
 
-import math
+Generic scalars (`steps`, `alpha`, ...) are checked with `_validate` directly;
+what lives here is what only architectures need: image shapes with the
+smallest size an architecture's downsampling can take, class counts and
+dropout rates.
+"""
+
 import numbers
+
+from tfrobust import _validate
 
 
 def check_input_shape(input_shape, min_spatial=1, name="input_shape"):
@@ -33,65 +40,29 @@ def check_input_shape(input_shape, min_spatial=1, name="input_shape"):
         )
         or not all(d > 0 for d in shape)
     ):
-        raise ValueError(
-            f"Expected `{name}` to be a tuple of 3 positive ints "
-            f"(height, width, channels). Received: {name}={input_shape!r}"
+        raise _validate.error(
+            name,
+            "a tuple of 3 positive ints (height, width, channels)",
+            input_shape,
         )
     shape = tuple(int(d) for d in shape)
     if shape[0] < min_spatial or shape[1] < min_spatial:
-        raise ValueError(
-            f"Expected `{name}` to have height and width >= {min_spatial} "
-            "for this architecture's downsampling. "
-            f"Received: {name}={input_shape!r}"
+        raise _validate.error(
+            name,
+            f"an image shape with height and width >= {min_spatial} "
+            "(this architecture's downsampling)",
+            input_shape,
         )
     return shape
 
 
-def check_positive_int(value, name, minimum=1):
-    """Returns `value` as an int, or raises ValueError if it is < minimum."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < minimum
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be an int >= {minimum}. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
-
-
 def check_num_classes(num_classes):
     """Number of classes: an int >= 1."""
-    return check_positive_int(num_classes, "num_classes")
+    return _validate.check_int(num_classes, name="num_classes", minimum=1)
 
 
-def check_rate(value, name):
+def check_rate(value, *, name):
     """A dropout rate in [0, 1)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= value < 1.0
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be a float in [0, 1). "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
-
-
-def check_positive_float(value, name, allow_zero=False):
-    """A finite float > 0 (or >= 0 when `allow_zero`)."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
+    return _validate.check_float(
+        value, name=name, minimum=0.0, maximum=1.0, exclusive_maximum=True
     )
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(
-            f"Expected `{name}` to be a finite float {bound}. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)

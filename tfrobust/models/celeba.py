@@ -3,82 +3,14 @@
 The generator is DCGAN-style (tf.contrib layers) and the gender classifier
 follows the TensorFlow CIFAR-10 tutorial net (tensorlayer layers); the
 initialisers and BatchNorm settings are those libraries' defaults as used
-there.
+there. The LRN layer lives in `tfrobust.layers.normalization`.
 """
 
 import keras
-import tensorflow as tf
 
+from tfrobust import _validate
+from tfrobust.layers.normalization import LocalResponseNormalization
 from tfrobust.models import _checks
-
-
-@keras.saving.register_keras_serializable(package="tfrobust")
-class LocalResponseNormalization(keras.layers.Layer):
-    """Across-channel local response normalisation (AlexNet LRN).
-
-    Computes `x / (bias + alpha * sum_{|c'-c| <= depth_radius} x_c'^2)**beta`
-    with `tf.nn.local_response_normalization`. The defaults are those of the
-    CelebA classifier (and the TF CIFAR-10 tutorial).
-
-    Args:
-        depth_radius: Half-width of the channel window (int >= 0).
-        bias: Offset (float > 0).
-        alpha: Scale of the sum of squares (float >= 0).
-        beta: Exponent (float >= 0).
-        **kwargs: Base layer keyword arguments.
-
-    Call arguments:
-        inputs: Tensor of shape [B, H, W, C].
-        training: Unused.
-
-    Returns:
-        A tensor of the same shape as `inputs`.
-
-    Raises:
-        ValueError: If an argument is out of range.
-
-    References:
-        Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep
-        Convolutional Neural Networks", NIPS 2012.
-    """
-
-    def __init__(
-        self, depth_radius=4, bias=1.0, alpha=0.001 / 9.0, beta=0.75, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.depth_radius = _checks.check_positive_int(
-            depth_radius, "depth_radius", minimum=0
-        )
-        self.bias = _checks.check_positive_float(bias, "bias")
-        self.alpha = _checks.check_positive_float(
-            alpha, "alpha", allow_zero=True
-        )
-        self.beta = _checks.check_positive_float(beta, "beta", allow_zero=True)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
-
-    def call(self, inputs, training=False):
-        return tf.nn.local_response_normalization(
-            inputs,
-            depth_radius=self.depth_radius,
-            bias=self.bias,
-            alpha=self.alpha,
-            beta=self.beta,
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "depth_radius": self.depth_radius,
-                "bias": self.bias,
-                "alpha": self.alpha,
-                "beta": self.beta,
-            }
-        )
-        return config
 
 
 def dcgan_celeba_generator(latent_dim=100):
@@ -109,7 +41,7 @@ def dcgan_celeba_generator(latent_dim=100):
         Deep Convolutional GANs", ICLR 2016; Jalal et al., "The Robust
         Manifold Defense", 2019.
     """
-    latent_dim = _checks.check_positive_int(latent_dim, "latent_dim")
+    latent_dim = _validate.check_int(latent_dim, name="latent_dim", minimum=1)
 
     def bn(name):
         return keras.layers.BatchNormalization(

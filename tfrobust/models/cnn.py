@@ -2,6 +2,7 @@
 
 import keras
 
+from tfrobust import _validate
 from tfrobust.models import _checks
 
 _VGG_WIDTHS = {
@@ -38,7 +39,7 @@ def cw_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5):
     """
     input_shape = _checks.check_input_shape(input_shape, min_spatial=4)
     num_classes = _checks.check_num_classes(num_classes)
-    dropout = _checks.check_rate(dropout, "dropout")
+    dropout = _checks.check_rate(dropout, name="dropout")
 
     inputs = keras.Input(shape=input_shape, name="x")
     h = inputs
@@ -110,14 +111,8 @@ def vgg16_cifar(
     """
     input_shape = _checks.check_input_shape(input_shape, min_spatial=32)
     num_classes = _checks.check_num_classes(num_classes)
-    if variant not in _VGG_WIDTHS:
-        raise ValueError(
-            f"Expected `variant` to be one of {sorted(_VGG_WIDTHS)}. "
-            f"Received: variant={variant!r}"
-        )
-    weight_decay = _checks.check_positive_float(
-        weight_decay, "weight_decay", allow_zero=True
-    )
+    _validate.check_choice(variant, name="variant", choices=tuple(sorted(_VGG_WIDTHS)))
+    weight_decay = _validate.check_float(weight_decay, name="weight_decay", minimum=0.0)
 
     def regularizer():
         if weight_decay == 0:

@@ -9,6 +9,8 @@ Dense kernels permuted.
 import keras
 from keras import ops
 
+from tfrobust import _random
+from tfrobust import _validate
 from tfrobust.models import _checks
 from tfrobust.models import _init
 
@@ -134,7 +136,7 @@ def wgan_gp_mnist_generator(latent_dim=128):
         Gulrajani et al., "Improved Training of Wasserstein GANs", NIPS
         2017; Jalal et al., "The Robust Manifold Defense", 2019.
     """
-    latent_dim = _checks.check_positive_int(latent_dim, "latent_dim")
+    latent_dim = _validate.check_int(latent_dim, name="latent_dim", minimum=1)
     z = keras.Input(shape=(latent_dim,), name="z")
     h = keras.layers.Dense(
         4 * 4 * 512, activation="relu", name="fc",
@@ -231,10 +233,8 @@ class VAE(keras.Model):
 
     def __init__(self, latent_dim=20, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = _checks.check_positive_int(latent_dim, "latent_dim")
-        if seed is not None:
-            seed = _checks.check_positive_int(seed, "seed", minimum=0)
-        self.seed = seed
+        self.latent_dim = _validate.check_int(latent_dim, name="latent_dim", minimum=1)
+        self.seed = _random.check_seed(seed, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
         x = keras.Input(shape=(28, 28, 1), name="x")

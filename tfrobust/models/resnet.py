@@ -1,53 +1,12 @@
 """ResNets of Cross-Lipschitz (pre-activation) and SIAM (He et al.)."""
 
 import keras
-from keras import ops
 
+from tfrobust import _validate
 from tfrobust.layers.activations import ScaledSoftplus
+from tfrobust.layers.padding import ChannelZeroPad
 from tfrobust.models import _checks
 from tfrobust.models import _init
-
-
-@keras.saving.register_keras_serializable(package="tfrobust")
-class ChannelZeroPad(keras.layers.Layer):
-    """Appends zero channels: the parameter-free ResNet shortcut ("option A").
-
-    Args:
-        before: Number of zero channels put before the input's channels.
-        after: Number of zero channels put after them.
-        **kwargs: Base layer keyword arguments.
-
-    Call arguments:
-        inputs: Tensor of shape [B, H, W, C].
-        training: Unused.
-
-    Returns:
-        A tensor of shape [B, H, W, before + C + after].
-
-    Raises:
-        ValueError: If `before` or `after` is a negative int.
-    """
-
-    def __init__(self, before, after, **kwargs):
-        super().__init__(**kwargs)
-        self.before = _checks.check_positive_int(before, "before", minimum=0)
-        self.after = _checks.check_positive_int(after, "after", minimum=0)
-
-    def call(self, inputs, training=False):
-        return ops.pad(
-            inputs, [[0, 0], [0, 0], [0, 0], [self.before, self.after]]
-        )
-
-    def compute_output_shape(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None:
-            channels = channels + self.before + self.after
-        return tuple(input_shape[:-1]) + (channels,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"before": self.before, "after": self.after})
-        return config
 
 
 def _activation_layer(activation, alpha, name):
@@ -104,14 +63,12 @@ def preact_resnet32(
     """
     input_shape = _checks.check_input_shape(input_shape, min_spatial=4)
     num_classes = _checks.check_num_classes(num_classes)
-    n_units = _checks.check_positive_int(n_units, "n_units")
-    alpha = _checks.check_positive_float(alpha, "alpha")
-    dropout = _checks.check_rate(dropout, "dropout")
-    if activation not in ("softplus", "relu", "sigmoid"):
-        raise ValueError(
-            "Expected `activation` to be one of 'softplus', 'relu', "
-            f"'sigmoid'. Received: activation={activation!r}"
-        )
+    n_units = _validate.check_int(n_units, name="n_units", minimum=1)
+    alpha = _validate.check_float(alpha, name="alpha", minimum=0.0, exclusive_minimum=True)
+    dropout = _checks.check_rate(dropout, name="dropout")
+    _validate.check_choice(
+        activation, name="activation", choices=("softplus", "relu", "sigmoid")
+    )
 
     def conv(filters, stride, name):
         return keras.layers.Conv2D(
@@ -213,17 +170,15 @@ def resnet_cifar(
         CVPR 2016; Nemcovsky et al., "Smoothed Inference for Improving
         Adversarial Robustness", 2019.
     """
-    depth = _checks.check_positive_int(depth, "depth", minimum=8)
+    depth = _validate.check_int(depth, name="depth", minimum=8)
     input_shape = _checks.check_input_shape(input_shape, min_spatial=4)
     num_classes = _checks.check_num_classes(num_classes)
-    width = _checks.check_positive_int(width, "width")
+    width = _validate.check_int(width, name="width", minimum=1)
+    _validate.check_choice(
+        block, name="block", choices=("basic", "bottleneck", None)
+    )
     if block is None:
         block = "bottleneck" if depth >= 164 else "basic"
-    if block not in ("basic", "bottleneck"):
-        raise ValueError(
-            "Expected `block` to be 'basic', 'bottleneck' or None. "
-            f"Received: block={block!r}"
-        )
     layers_per_block = 2 if block == "basic" else 3
     if (depth - 2) % (3 * layers_per_block) != 0:
         raise ValueError(

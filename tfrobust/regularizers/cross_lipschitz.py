@@ -1,4 +1,4 @@
-"""Cross-Lipschitz regularization and weight decay as training extra losses.
+"""Cross-Lipschitz regularization as a training extra loss.
 
 Example:
 
@@ -22,39 +22,25 @@ inputs with K classes is
 so K input-gradient passes suffice (no loop over the K² pairs). It is not a
 per-weight Keras regularizer (that API sees one weight tensor at a time), so
 it is offered as a function of `(model, x)` and as an extra-loss callable
-`fn(model, x, y, logits)` for `tfrobust.training.fit`.
+`fn(model, x, y, logits)` for `tfrobust.training.fit`. The closed form needs
+the exact `models.mlp1layer` architecture, recognised by
+`tfrobust.models.unpack_mlp1layer`.
 """
-
-import math
-import numbers
 
 import keras
 import tensorflow as tf
 
-from tfrobust.layers.activations import ScaledSoftplus
+from tfrobust import _validate
+from tfrobust.models.mlp import is_mlp1layer
+from tfrobust.models.mlp import unpack_mlp1layer
 
 __all__ = [
     "CrossLipschitz",
-    "WeightDecay",
     "cross_lipschitz_mlp1layer",
     "cross_lipschitz_penalty",
-    "is_mlp1layer",
-    "unpack_mlp1layer",
 ]
 
 _FORMS = ("auto", "generic", "mlp1layer")
-
-
-def _check_lmbd(lmbd):
-    if isinstance(lmbd, bool) or not isinstance(lmbd, numbers.Real):
-        raise ValueError(
-            f"Expected `lmbd` to be a non-negative float. Received: lmbd={lmbd!r}"
-        )
-    if not math.isfinite(lmbd) or lmbd < 0:
-        raise ValueError(
-            f"Expected `lmbd` to be finite and >= 0. Received: lmbd={lmbd!r}"
-        )
-    return float(lmbd)
 
 
 def _check_x(x):
@@ -151,64 +137,6 @@ def cross_lipschitz_penalty(model, x, training=True, per_example=False):
     return _penalty_from_grads(tf.cast(grads, logits.dtype), num_classes)
 
 
-def _model_layers(model):
-    layers = getattr(model, "layers", None)
-    if layers is None:
-        return None
-    return [l for l in layers if not isinstance(l, keras.layers.InputLayer)]
-
-
-def unpack_mlp1layer(model):
-    """Kernels and sharpness of a `tfrobust.models.mlp1layer` network.
-
-    The closed forms need the exact architecture f(x) = Wᵀ σ(Uᵀ x) with
-    σ = `ScaledSoftplus(alpha)` and no biases: in order, a Flatten, a Dense
-    without bias or activation, a ScaledSoftplus, a Dense without bias or
-    activation, with Dropout layers allowed anywhere (the identity at
-    inference). Layer types are checked, not names.
-
-    Args:
-        model: a Keras model.
-
-    Returns:
-        `(U, W, alpha)`: the hidden kernel [d, H] and output kernel [H, K]
-        variables, and the softplus sharpness as a Python float.
-
-    Raises:
-        ValueError: if `model` does not have that structure.
-    """
-    layers = _model_layers(model)
-    expected = (keras.layers.Flatten, keras.layers.Dense, ScaledSoftplus, keras.layers.Dense)
-    core = None if layers is None else [
-        l for l in layers if not isinstance(l, keras.layers.Dropout)
-    ]
-    ok = core is not None and len(core) == 4 and all(
-        isinstance(l, t) for l, t in zip(core, expected)
-    )
-    if ok:
-        for dense in (core[1], core[3]):
-            act = getattr(dense.activation, "__name__", None)
-            ok = ok and not dense.use_bias and act == "linear"
-    if not ok:
-        names = None if layers is None else [type(l).__name__ for l in layers]
-        raise ValueError(
-            "Expected a one-hidden-layer network as built by "
-            "tfrobust.models.mlp1layer (Flatten, Dense without bias, "
-            "ScaledSoftplus, Dense without bias; Dropout allowed). "
-            f"Received: model with layers={names}"
-        )
-    return core[1].kernel, core[3].kernel, float(core[2].alpha)
-
-
-def is_mlp1layer(model):
-    """Whether `unpack_mlp1layer(model)` succeeds (the closed forms apply)."""
-    try:
-        unpack_mlp1layer(model)
-    except ValueError:
-        return False
-    return True
-
-
 @tf.autograph.experimental.do_not_convert
 def cross_lipschitz_mlp1layer(model, x, training=True):
     """Closed-form Cross-Lipschitz penalty Ω of a one-hidden-layer network.
@@ -299,11 +227,9 @@ class CrossLipschitz:
     __name__ = "cross_lipschitz"
 
     def __init__(self, lmbd, form="auto", per_example=False):
-        self.lmbd = _check_lmbd(lmbd)
-        if form not in _FORMS:
-            raise ValueError(f"Expected `form` to be one of {_FORMS}. Received: form={form!r}")
-        self.form = form
-        self.per_example = bool(per_example)
+        self.lmbd = _validate.check_float(lmbd, name="lmbd", minimum=0.0)
+        self.form = _validate.check_choice(form, name="form", choices=_FORMS)
+        self.per_example = _validate.check_bool(per_example, name="per_example")
 
     def penalty(self, model, x, training=True):
         """Ω (without λ) for `model` on the batch `x`."""
@@ -328,47 +254,3 @@ class CrossLipschitz:
 
     def __repr__(self):
         return f"CrossLipschitz(lmbd={self.lmbd!r}, form={self.form!r})"
-
-
-@keras.saving.register_keras_serializable(package="tfrobust")
-class WeightDecay:
-    """L2 weight decay on kernels as a training extra loss: `λ Σ ½‖W‖²`.
-
-    Like the original (which decays the variables named `weights`), only
-    kernels of Dense and convolution layers are decayed: variables whose
-    name contains "kernel". Biases, BatchNorm parameters and other weights
-    are left alone.
-
-    Args:
-        lmbd: non-negative float λ.
-
-    Raises:
-        ValueError: on a negative or non-finite `lmbd`.
-    """
-
-    name = "weight_decay"
-    __name__ = "weight_decay"
-
-    def __init__(self, lmbd):
-        self.lmbd = _check_lmbd(lmbd)
-
-    @tf.autograph.experimental.do_not_convert
-    def __call__(self, model, x=None, y=None, logits=None):
-        kernels = [
-            v for v in model.trainable_variables
-            if "kernel" in v.name.split("/")[-1]
-        ]
-        if not kernels:
-            return tf.constant(0.0)
-        total = tf.add_n([0.5 * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in kernels])
-        return self.lmbd * total
-
-    def get_config(self):
-        return {"lmbd": self.lmbd}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"WeightDecay(lmbd={self.lmbd!r})"
