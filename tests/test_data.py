@@ -11,6 +11,9 @@ import pytest
 from tfrobust import data
 from tfrobust.data import loader
 
+# The real probe, kept before the fixture below replaces it in every test.
+NETWORK_ERROR = loader._network_error
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch):
@@ -21,6 +24,10 @@ def _isolated(monkeypatch):
         raise AssertionError("tests must not reach tensorflow_datasets")
 
     monkeypatch.setattr(loader, "_tfds_load", no_network)
+    # tfds holds nothing and the network "is up", unless a test says so: the
+    # probe must never run for real here.
+    monkeypatch.setattr(loader, "_tfds_prepared", lambda name: False)
+    monkeypatch.setattr(loader, "_network_error", lambda url: None)
     data.clear_cache()
     yield
     data.clear_cache()
@@ -53,14 +60,14 @@ def test_registry():
 
 @pytest.mark.parametrize("fn", [data.num_classes, data.input_shape])
 def test_unknown_name(fn):
-    with pytest.raises(ValueError, match=r"name to be one of .*'gtsrb'.*name='svhn'"):
+    with pytest.raises(ValueError, match=r"`name` to be one of .*'gtsrb'.*name='svhn'"):
         fn("svhn")
 
 
 def test_unknown_name_and_split_in_load():
     with pytest.raises(ValueError, match="name='imagenet'"):
         data.load("imagenet", "train")
-    with pytest.raises(ValueError, match=r"split to be one of \('train', 'test'\).*"
+    with pytest.raises(ValueError, match=r"`split` to be one of 'train', 'test'.*"
                                          r"split='validation'"):
         data.load("digits", "validation")
 
@@ -146,7 +153,7 @@ def test_named_subfolder_preferred(tmp_path):
 
 def test_missing_data_dir(tmp_path):
     missing = str(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match=r"Expected data_dir .*Received: "
+    with pytest.raises(FileNotFoundError, match=r"Expected `data_dir` .*Received: "
                                                 r"data_dir='.*missing'"):
         data.load("mnist", "test", data_dir=missing)
 
@@ -186,6 +193,91 @@ def test_tfds_fallback_result_is_converted(monkeypatch):
     assert x.dtype == np.float32 and y.dtype == np.int64
     np.testing.assert_array_equal(x, images / np.float32(255))
     np.testing.assert_array_equal(y, labels)
+
+
+def test_offline_fails_fast_and_says_how_to_point_at_local_files(monkeypatch):
+    # Issue 9, item 12: offline, tfds used to retry for ~205 s before this
+    # error. Now one probe decides, and tfds is never called.
+    import time
+
+    probed = []
+
+    def offline(url):
+        probed.append(url)
+        return "cannot reach storage.googleapis.com:443: gaierror: Name or service not known"
+
+    monkeypatch.setattr(loader, "_network_error", offline)
+    monkeypatch.setattr(loader, "_tfds_load", lambda *a: pytest.fail("tfds called offline"))
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as info:
+        data.load("mnist", "test")
+    assert time.monotonic() - start < 5
+    assert probed == [loader._DOWNLOAD_URLS["mnist"]]
+    message = str(info.value)
+    for expected in ("network looks unavailable", "storage.googleapis.com:443",
+                     "data_dir=<folder", "--data_dir=<folder>", "TFROBUST_DATA_DIR=<folder>",
+                     "t10k-images-idx3-ubyte", "<folder>/mnist/"):
+        assert expected in message, (expected, message)
+
+
+def test_tfds_prepared_copy_needs_no_network(monkeypatch):
+    images = np.zeros((2, 32, 32, 3), np.uint8)
+    monkeypatch.setattr(loader, "_tfds_prepared", lambda name: True)
+    monkeypatch.setattr(loader, "_network_error", lambda url: pytest.fail("probed"))
+    monkeypatch.setattr(loader, "_tfds_load", lambda name, split: (images, np.array([3, 4])))
+    _, y = data.load("cifar10", "test")
+    assert y.tolist() == [3, 4]
+
+
+def test_download_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"`download` to be a bool.*download='no'"):
+        data.load("mnist", "test", download="no")
+
+
+class _Conn:
+    def close(self):
+        pass
+
+
+def test_network_probe_one_short_attempt(monkeypatch):
+    # The probe itself, with socket.create_connection replaced: never the network.
+    for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.upper(), raising=False)
+    calls = []
+
+    def refused(address, timeout):
+        calls.append((address, timeout))
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(loader.socket, "create_connection", refused)
+    reason = NETWORK_ERROR("https://www.cs.toronto.edu/~kriz/x.tar.gz")
+    assert calls == [(("www.cs.toronto.edu", 443), loader.NETWORK_TIMEOUT)]
+    assert "cannot reach www.cs.toronto.edu:443" in reason and "refused" in reason
+
+    monkeypatch.setattr(loader.socket, "create_connection", lambda a, timeout: _Conn())
+    assert NETWORK_ERROR("https://storage.googleapis.com/x") is None
+
+    def hangs(address, timeout):
+        import time
+        time.sleep(2)
+        return _Conn()
+
+    monkeypatch.setattr(loader.socket, "create_connection", hangs)
+    reason = NETWORK_ERROR("https://storage.googleapis.com/x", timeout=0.1)
+    assert "no answer within 0.1 s" in reason
+
+
+def test_network_probe_goes_to_the_proxy(monkeypatch):
+    for var in ("http_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert loader._probe_address("https://storage.googleapis.com/x") == ("proxy.example", 3128)
+    monkeypatch.setenv("no_proxy", "storage.googleapis.com")
+    monkeypatch.setenv("NO_PROXY", "storage.googleapis.com")
+    assert loader._probe_address("https://storage.googleapis.com/x") == (
+        "storage.googleapis.com", 443)
 
 
 # ------------------------------------------------------------------ digits
@@ -266,12 +358,14 @@ def test_load_dataset_digits():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(batch_size=0), r"batch_size to be an integer >= 1.*batch_size=0"),
+    (dict(batch_size=0), r"`batch_size` to be an integer >= 1.*batch_size=0"),
     (dict(batch_size=2.5), r"batch_size=2.5"),
     (dict(batch_size=True), r"batch_size=True"),
-    (dict(seed=-1), r"seed to be an integer >= 0.*seed=-1"),
-    (dict(shuffle="yes"), r"shuffle to be a bool.*shuffle='yes'"),
-    (dict(repeat=1), r"repeat to be a bool"),
+    (dict(seed=-1), r"`seed` to be an integer >= 0.*seed=-1"),
+    (dict(seed=1.0), r"`seed` to be an integer.*seed=1.0"),
+    (dict(shuffle="yes"), r"`shuffle` to be a bool.*shuffle='yes'"),
+    (dict(drop_remainder=None), r"`drop_remainder` to be a bool"),
+    (dict(repeat=1), r"`repeat` to be a bool"),
 ])
 def test_to_dataset_bad_arguments(kwargs, match):
     x, y = _indexed(4)

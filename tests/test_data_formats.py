@@ -278,6 +278,69 @@ def test_cifar_python3_pickle_accepted(tmp_path):
     np.testing.assert_array_equal(y, labels[0])
 
 
+def _repickled_batch(images, labels, protocol, fortran=False):
+    """A batch as a user re-saves it with Python 3: bytes keys, as loaded."""
+    pixels = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    if fortran:
+        pixels = np.asfortranarray(pixels)
+    batch = {b"batch_label": b"testing batch 1 of 1", b"labels": labels.tolist(),
+             b"data": pixels, b"filenames": [b"a.png", b""] + [b"x.png"] * (len(images) - 2)}
+    return pickle.dumps(batch, protocol=protocol)
+
+
+@pytest.mark.parametrize("fortran", [False, True], ids=["C", "F"])
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_repickled_batch_loads_at_every_protocol(tmp_path, protocol, fortran):
+    # Issue 9, item 13: protocol 2 writes bytes as _codecs.encode(str, 'latin1')
+    # and protocol 5 arrays as numpy's _frombuffer; both were refused.
+    images, labels = cifar_split()
+    members = {f"cifar-10-batches-py/{n}": _repickled_batch(im, lb, protocol, fortran)
+               for n, im, lb in zip(_BATCH_NAMES, images, labels)}
+    write_tree(tmp_path, members)
+    x, y = data.load("cifar10", "test", data_dir=tmp_path)
+    x_ref, y_ref = _expected(images, labels, "test")
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+
+
+class _Reduce:
+    """Pickles as `func(*args)`, the way a crafted file calls a global."""
+
+    def __init__(self, func, args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _numpy_frombuffer():
+    return np.ndarray.__reduce_ex__(np.zeros(2, np.uint8), 5)[0]
+
+
+@pytest.mark.parametrize("payload, refused", [
+    (_Reduce(os.system, ("echo pwned",)), r"(posix|nt)\.system"),
+    (_Reduce(eval, ("1 + 1",)), r"(__builtin__|builtins)\.eval"),
+    (_Reduce(getattr, (1, "real")), r"(__builtin__|builtins)\.getattr"),
+    (_Reduce(__import__("codecs").encode, (5, "latin1")), r"_codecs\.encode\(int, 'latin1'\)"),
+    (_Reduce(__import__("codecs").encode, ("abc", "rot13")), r"_codecs\.encode\('abc', 'rot13'\)"),
+    (_Reduce(bytes, (10**6,)), r"(__builtin__|builtins)\.bytes\(int\)"),
+    (_Reduce(_numpy_frombuffer(), (b"\x00" * 8, np.dtype("O"), (1,), "C")),
+     r"_frombuffer\(bytes, dtype\('\|O'\), tuple, 'C'\)"),
+    (_Reduce(_numpy_frombuffer(), (b"\x00" * 8, np.dtype("u1"), [8], "C")),
+     r"_frombuffer\(bytes, dtype\('\|u1'\), list, 'C'\)"),
+    (_Reduce(_numpy_frombuffer(), ("abc", np.dtype("u1"), (3,), "C")), r"_frombuffer\('abc', dtype\('\|u1'\), tuple, 'C'\)"),
+])
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_malicious_pickle_refused_naming_the_global(payload, refused, protocol):
+    from tfrobust.data import safe_pickle
+
+    blob = pickle.dumps({b"data": payload, b"labels": [1]}, protocol=protocol)
+    with pytest.raises(safe_pickle.DisallowedGlobalError, match=r"test_batch: .*" + refused) as info:
+        cifar.parse_pickle(blob, "test_batch")
+    assert "refused" in str(info.value)
+    assert info.value.global_name.split(".")[-1] in str(info.value)
+
+
 def test_cifar_record_stream_not_multiple(tmp_path):
     images, labels = cifar_split()
     members = cifar_members(images, labels)

@@ -8,6 +8,8 @@ after each. Rotations and Gaussian noise are off there, so they are off here.
 
 import tensorflow as tf
 
+from tfrobust import _validate
+
 # Crop side per dataset, from the original code; `digits` (8x8) is ours.
 CROP_SIZE = {"mnist": 24, "cifar10": 28, "gtsrb": 28, "digits": 6}
 # Mirroring changes the meaning of digits and traffic signs.
@@ -15,10 +17,7 @@ MIRROR = {"mnist": False, "cifar10": True, "gtsrb": False, "digits": False}
 
 
 def _check_dataset(dataset):
-    if dataset not in CROP_SIZE:
-        raise ValueError(
-            f"Expected dataset in {sorted(CROP_SIZE)}. Received: dataset={dataset!r}"
-        )
+    _validate.check_choice(dataset, name="dataset", choices=tuple(sorted(CROP_SIZE)))
 
 
 def cropped_shape(dataset, image_shape):

@@ -5,8 +5,8 @@ byte (0..9) then 3072 pixel bytes, 1024 red, 1024 green and 1024 blue, each
 a row-major 32x32 plane. Python version: each batch is a pickled dict whose
 b"data" is a uint8 array [N, 3072] in the same plane order and whose
 b"labels" is a list of N ints; pickles are read with `safe_pickle`, never
-with plain `pickle.load` (a batch re-pickled by Python 3 must use protocol 4
-or lower: protocol 5 rebuilds arrays through a global that is refused).
+with plain `pickle.load`. The official (Python 2) batches and batches
+re-pickled by Python 3 at any protocol (0 to 5) load.
 
 Archives (`cifar-10-binary.tar.gz`, `cifar-10-python.tar.gz`) are read in
 memory, member by member, without extracting anything to disk.

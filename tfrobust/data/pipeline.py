@@ -1,54 +1,38 @@
 """tf.data pipelines over in-memory image arrays."""
 
-import numbers
-
 import numpy as np
 
+from tfrobust import _validate
 from tfrobust.data import loader
-
-
-def _check_int(value, arg, minimum):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or value < minimum):
-        raise ValueError(
-            f"Expected {arg} to be an integer >= {minimum}. Received: "
-            f"{arg}={value!r}"
-        )
 
 
 def _check_arrays(x, y):
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 4:
-        raise ValueError(
-            f"Expected x of rank 4 (NHWC images). Received: x.shape={x.shape}"
-        )
+        raise _validate.error("x", "NHWC images of rank 4", x,
+                              received=f"x.shape={x.shape}")
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(
-            f"Expected x to be float images in [0, 1]. Received: "
-            f"x.dtype={x.dtype}"
-        )
+        raise _validate.error("x", "float images in [0, 1]", x,
+                              received=f"x.dtype={x.dtype}")
     if len(x) == 0:
-        raise ValueError("Expected at least one image. Received: x.shape="
-                         f"{x.shape}")
+        raise _validate.error("x", "at least one image", x,
+                              received=f"x.shape={x.shape}")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"Expected y to be integer labels of shape [{len(x)}] (one per "
-            f"image). Received: y.shape={y.shape}, y.dtype={y.dtype}"
-        )
+        raise _validate.error(
+            "y", f"integer labels of shape [{len(x)}] (one per image)", y,
+            received=f"y.shape={y.shape}, y.dtype={y.dtype}")
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
-        raise ValueError("Expected finite pixel values. Received: x with "
-                         "NaN or Inf")
+        raise _validate.error("x", "finite pixel values", x,
+                              received="x with NaN or Inf")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"Expected pixel values in [0, 1]. Received: x in [{lo}, {hi}]"
-        )
+        raise _validate.error("x", "pixel values in [0, 1]", x,
+                              received=f"x in [{lo}, {hi}]")
     if y.min() < 0:
-        raise ValueError(
-            f"Expected non-negative labels. Received: y.min()={int(y.min())}"
-        )
+        raise _validate.error("y", "non-negative labels", y,
+                              received=f"y.min()={int(y.min())}")
     return x, y.astype(np.int64, copy=False)
 
 
@@ -78,15 +62,13 @@ def to_dataset(x, y, batch_size=128, shuffle=True, seed=0,
     """
     import tensorflow as tf
 
-    _check_int(batch_size, "batch_size", 1)
-    if seed is not None:
-        _check_int(seed, "seed", 0)
-    for arg, value in (("shuffle", shuffle), ("drop_remainder", drop_remainder),
-                       ("repeat", repeat)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise ValueError(
-                f"Expected {arg} to be a bool. Received: {arg}={value!r}"
-            )
+    batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
+    # tf.data takes any int64 seed; negative ones are refused as elsewhere.
+    seed = _validate.check_int(seed, name="seed", minimum=0, maximum=2**63 - 1,
+                               allow_none=True)
+    shuffle = _validate.check_bool(shuffle, name="shuffle")
+    drop_remainder = _validate.check_bool(drop_remainder, name="drop_remainder")
+    repeat = _validate.check_bool(repeat, name="repeat")
     x, y = _check_arrays(x, y)
     n = len(x)
     x_t = tf.constant(x)
@@ -96,7 +78,7 @@ def to_dataset(x, y, batch_size=128, shuffle=True, seed=0,
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=bool(drop_remainder))
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda idx: (tf.gather(x_t, idx), tf.gather(y_t, idx)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -4,6 +4,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from tfrobust import _validate
+
 DATASETS = ("mnist", "cifar10", "gtsrb", "digits")
 SPLITS = ("train", "test")
 
@@ -37,18 +39,12 @@ def check_name(name):
     """Returns the canonical (lower-case) dataset name, or raises ValueError."""
     if isinstance(name, str) and name.lower() in DATASETS:
         return name.lower()
-    raise ValueError(
-        f"Expected name to be one of {DATASETS}. Received: name={name!r}"
-    )
+    raise _validate.error("name", "one of " + ", ".join(map(repr, DATASETS)), name)
 
 
 def check_split(split):
     """Returns `split` if it is a known split, or raises ValueError."""
-    if isinstance(split, str) and split in SPLITS:
-        return split
-    raise ValueError(
-        f"Expected split to be one of {SPLITS}. Received: split={split!r}"
-    )
+    return _validate.check_choice(split, name="split", choices=SPLITS)
 
 
 def num_classes(name):
