@@ -164,14 +164,10 @@ def test_tied_logits_give_zero():
     np.testing.assert_array_equal(bounds.mlp1layer_lower_bound(model, x).numpy(), 0.0)
 
 
-def test_generic_dispatch_and_unsupported_models(digits, trained):
+def test_unsupported_models_are_refused(digits, trained):
     x = digits[2][:4]
-    np.testing.assert_array_equal(bounds.lower_bound_generic(trained, x).numpy(),
-                                  bounds.mlp1layer_lower_bound(trained, x).numpy())
     conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
                              keras.layers.Flatten(), keras.layers.Dense(10)])
-    with pytest.raises(ValueError, match="not supported"):
-        bounds.lower_bound_generic(conv, x)
     with pytest.raises(ValueError, match="one-hidden-layer"):
         bounds.mlp1layer_lower_bound(conv, x)
     biased = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
@@ -179,7 +175,24 @@ def test_generic_dispatch_and_unsupported_models(digits, trained):
                                keras.layers.Activation("relu"),
                                keras.layers.Dense(10, use_bias=False)])
     with pytest.raises(ValueError, match="one-hidden-layer"):
-        bounds.lower_bound_generic(biased, x)
+        bounds.mlp1layer_lower_bound(biased, x)
+    # The one entry point is named after the one model it certifies.
+    assert bounds.__all__ == ["mlp1layer_lower_bound"]
+
+
+def test_inputs_outside_the_box_are_refused(digits, trained):
+    # Issue 9 item 4: pixels in [0, 255] were certified without a word.
+    x = digits[2][:4]
+    with pytest.raises(ValueError, match=r"inside bounds=\(0, 1\)"):
+        bounds.mlp1layer_lower_bound(trained, x * 255.0)
+    with pytest.raises(ValueError, match="bounds"):
+        bounds.mlp1layer_lower_bound(trained, x - 0.5)
+    # Another declared domain, or no domain at all, is accepted.
+    shifted = bounds.mlp1layer_lower_bound(trained, x - 0.5, bounds=(-0.5, 0.5)).numpy()
+    free = bounds.mlp1layer_lower_bound(trained, x - 0.5, bounds=None).numpy()
+    np.testing.assert_array_equal(shifted, free)
+    with pytest.raises(ValueError, match="bounds"):
+        bounds.mlp1layer_lower_bound(trained, x, bounds=(1.0, 0.0))
 
 
 def test_bad_inputs(digits, trained):

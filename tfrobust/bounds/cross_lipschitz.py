@@ -62,42 +62,45 @@ References:
 """
 
 import math
-import numbers
 
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.models.mlp import is_mlp1layer
 from tfrobust.models.mlp import unpack_mlp1layer
 
-__all__ = ["lower_bound_generic", "mlp1layer_lower_bound"]
+__all__ = ["mlp1layer_lower_bound"]
 
-_P_NAMES = {"2": 2, "l2": 2, "inf": np.inf, "linf": np.inf}
 # Agreement required between the model's own logits and the closed form.
 _LOGITS_RTOL = 1e-3
+# Slack of "x lies inside the box" (float32 rounding of normalised pixels).
+_BOX_ATOL = 1e-6
 
 
 def _check_p(p):
-    if isinstance(p, str):
-        value = _P_NAMES.get(p.lower())
-    elif isinstance(p, numbers.Real) and not isinstance(p, bool) and p in (2, np.inf):
-        value = 2 if p == 2 else np.inf
-    else:
+    # The theorem is derived for p = 2 and p = inf (dual norms 2 and 1).
+    try:
+        value = _validate.check_p(p, name="p")
+    except ValueError:
         value = None
-    if value is None:
-        raise ValueError(
-            "Expected `p` to be 2 or np.inf (also 'l2', 'inf', 'linf'). "
-            f"Received: p={p!r}"
-        )
+    if value not in (2, np.inf):
+        raise _validate.error("p", "2 or np.inf (also 'l2', 'inf', 'linf')", p)
     return value
 
 
-def _check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+def _check_box(x, bounds):
+    """Refuses inputs outside the box the certificate is about."""
+    if bounds is None:
+        return
+    lo, hi = _validate.check_pair(bounds, name="bounds")
+    x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if x_min < lo - _BOX_ATOL or x_max > hi + _BOX_ATOL:
         raise ValueError(
-            f"Expected `bisection_steps` to be an int >= 1. Received: bisection_steps={steps!r}"
+            f"Expected `x` inside bounds=({lo:g}, {hi:g}), the input domain the certificate "
+            f"is about (pass bounds=None for inputs of another range). Received: x with "
+            f"min={x_min:.6g} and max={x_max:.6g}"
         )
-    return int(steps)
 
 
 def _dual_norm(t, q, axis):
@@ -173,7 +176,7 @@ def _certify(x_flat, u, w, alpha, q, steps, valid):
     return best, logits, pred
 
 
-def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None):
+def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(0.0, 1.0)):
     """Certified radius of every example for a one-hidden-layer network.
 
     See the module docstring for the theorem, the bound on the local
@@ -190,6 +193,10 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None):
         y: optional int labels [B]; the radius is 0 where the predicted
             class differs from y (a guarantee is only meaningful for a
             correct prediction). Without y, radii refer to the prediction.
+        bounds: `(lo, hi)`, the input domain: `x` outside it is refused
+            (a radius about an input no data can be, e.g. pixels in
+            [0, 255] for a [0, 1] model, is meaningless). None skips the
+            check (the bound itself holds for any x).
 
     Returns:
         float32 tensor [B]: no δ with ‖δ‖_p ≤ radius changes the predicted
@@ -197,17 +204,23 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None):
 
     Raises:
         ValueError: on an unsupported model, bad `p` or `bisection_steps`,
-            or an `x` (or `y`) of the wrong type, shape or with non-finite
-            values; also if the model's logits disagree with the closed
+            or an `x` (or `y`) of the wrong type, shape, with non-finite
+            values or outside `bounds`; also if the model's logits disagree with the closed
             form (the certificate would not be about this model).
 
     References:
         Hein & Andriushchenko, "Formal Guarantees on the Robustness of a
         Classifier against Adversarial Manipulation", NIPS 2017.
     """
+    if not is_mlp1layer(model):
+        layers = [type(layer).__name__ for layer in getattr(model, "layers", [])]
+        raise ValueError(
+            "Expected a one-hidden-layer network (tfrobust.models.mlp1layer): the closed-form "
+            f"bound certifies only that model. Received: model with layers={layers}"
+        )
     u, w, alpha = unpack_mlp1layer(model)
     p = _check_p(p)
-    steps = _check_steps(bisection_steps)
+    steps = _validate.check_int(bisection_steps, name="bisection_steps", minimum=1)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise ValueError(f"Expected `x` to have a floating dtype. Received: x.dtype={x.dtype.name}")
@@ -221,6 +234,7 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None):
         raise ValueError(f"Expected a non-empty batch. Received: x.shape={tuple(x.shape)}")
     if not bool(tf.reduce_all(tf.math.is_finite(x))):
         raise ValueError("Expected `x` to be finite. Received: x containing NaN or Inf")
+    _check_box(x, bounds)
     batch = int(x.shape[0])
     model_logits = tf.convert_to_tensor(model(tf.cast(x, tf.float32), training=False))
     num_classes = int(w.shape[1])
@@ -258,32 +272,3 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None):
     # Round down: a certificate must not grow in the cast.
     return tf.where(tf.cast(out, f64) > radius, tf.math.nextafter(out, tf.zeros_like(out)), out)
 
-
-def lower_bound_generic(model, x, p=2, bisection_steps=40, *, y=None):
-    """Certified radii for any model, where a certificate is available.
-
-    Only the one-hidden-layer network has the closed-form local
-    Cross-Lipschitz bound; this entry point dispatches to
-    `mlp1layer_lower_bound` and refuses other models rather than return an
-    uncertified number.
-
-    Args:
-        model: a Keras model.
-        x, p, bisection_steps, y: as in `mlp1layer_lower_bound`.
-
-    Returns:
-        float32 tensor [B] of certified radii.
-
-    Raises:
-        ValueError: if the model is not a one-hidden-layer `mlp1layer`
-            network (not supported: only the closed-form case is certified),
-            or on bad inputs.
-    """
-    if not is_mlp1layer(model):
-        layers = [type(l).__name__ for l in getattr(model, "layers", [])]
-        raise ValueError(
-            "Expected a one-hidden-layer network (tfrobust.models.mlp1layer): "
-            "formal lower bounds are only certified for that closed-form case, "
-            f"other models are not supported. Received: model with layers={layers}"
-        )
-    return mlp1layer_lower_bound(model, x, p, bisection_steps, y=y)
