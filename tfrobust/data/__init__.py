@@ -9,7 +9,12 @@ MNIST, CIFAR-10 and GTSRB are read from their official files (MNIST IDX,
 CIFAR-10 binary or python version, extracted or as the .tar.gz, GTSRB's PPM
 folders and CSV annotations) found in `data_dir`, then in the directory named
 by the environment variable `TFROBUST_DATA_DIR`, then fetched with
-`tensorflow_datasets` (MNIST and CIFAR-10 only).
+`tensorflow_datasets` (MNIST and CIFAR-10 only; `download=False` turns this
+off). Before downloading, one connection to the download host (at most
+`loader.NETWORK_TIMEOUT` = 3 s) checks for a network, so offline the
+`FileNotFoundError` comes in seconds and says where to put the files.
+Every reader checks what it parses (magic numbers, sizes, label ranges,
+pickle globals) and names the file and the problem in a `ValueError`.
 
 Example:
 
