@@ -484,3 +484,11 @@ BAD_CASES = [
 def test_bad_arguments_raise(fn, args, kwargs, match):
     with pytest.raises(ValueError, match=rf"Expected `{match}`.*Received"):
         fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", [["mlp1layer"], None, 3])
+def test_get_model_name_of_the_wrong_type_is_a_value_error(name):
+    with pytest.raises(ValueError, match=r"Expected `name` to be one of .*mlp1layer"):
+        models.get_model(name, (28, 28, 1), 10)
+    with pytest.raises(ValueError, match=r"Expected `name` to be one of .*mnist_vae_decoder"):
+        models.get_generator(name)

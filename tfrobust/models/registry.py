@@ -1,5 +1,6 @@
 """Look-up of the architectures by name, for configs and command-line apps."""
 
+from tfrobust import _validate
 from tfrobust.models import celeba
 from tfrobust.models import cnn
 from tfrobust.models import manifold
@@ -81,11 +82,7 @@ def get_model(name, input_shape, num_classes, **kwargs):
     Raises:
         ValueError: If `name` is unknown or an argument is invalid.
     """
-    if name not in _CLASSIFIERS:
-        raise ValueError(
-            f"Expected `name` to be one of {list(MODELS)}. "
-            f"Received: name={name!r}"
-        )
+    _validate.check_choice(name, name="name", choices=MODELS)
     return _CLASSIFIERS[name](input_shape, num_classes, **kwargs)
 
 
@@ -102,9 +99,5 @@ def get_generator(name, **kwargs):
     Raises:
         ValueError: If `name` is unknown or an argument is invalid.
     """
-    if name not in _GENERATORS:
-        raise ValueError(
-            f"Expected `name` to be one of {list(GENERATORS)}. "
-            f"Received: name={name!r}"
-        )
+    _validate.check_choice(name, name="name", choices=GENERATORS)
     return _GENERATORS[name](**kwargs)
