@@ -51,8 +51,13 @@ class Noisy:
     def __init__(self):
         self.seed_generator = keras.random.SeedGenerator(11)
 
-    def __call__(self, model, x, y):
+    def random_generators(self):
+        # Declared, so that fit reseeds it every epoch (exact resume).
+        return [self.seed_generator]
+
+    def __call__(self, model, batch):
         del model
+        x, y = batch
         shape = keras.ops.shape(x)
         noise = 0.05 * keras.random.normal(shape, seed=self.seed_generator)
         # seed=None draws from Keras' global seed generator.

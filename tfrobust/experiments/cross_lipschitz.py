@@ -35,10 +35,10 @@ from tfrobust import data as data_lib
 from tfrobust import models
 from tfrobust import regularizers
 from tfrobust import training
-from tfrobust.attacks.boxed_linear_training import BoxedLinearAdversarialTransform
 from tfrobust.data import augmentation
 from tfrobust.experiments.minimal_l2 import robustness_bounds
 from tfrobust.experiments.minimal_l2 import summarize_bounds
+from tfrobust.transforms import BoxedLinearAdversarialTransform
 
 NN_TYPES = ("mlp1layer", "resnet")
 REG_TYPES = ("cross_lipschitz", "weight_decay", "dropout", "no")
@@ -272,7 +272,9 @@ def train(config):
         else None
     )
     x_mon, y_mon = _monitor_subset(config, x_test_in, y_test, MONITOR_POINTS)
-    monitor_log = []
+    # The run's bookkeeping lives in the checkpoint with the weights, so a
+    # killed run resumed with continue_train reports the whole run.
+    bookkeeping = _Bookkeeping()
 
     def monitor(epoch, model_):
         # The original's epoch % 15 == 1 with 1-based epochs.
@@ -281,14 +283,13 @@ def train(config):
         b = robustness_bounds(model_, x_mon, config.dataset, lower=False)
         s = summarize_bounds(b, y_mon)
         s["epoch"] = epoch + 1
-        monitor_log.append(s)
+        bookkeeping.add_monitor_record(s)
         if config.verbose:
             print(
                 f"epoch {epoch + 1}: mean upper bound on {len(y_mon)} test "
                 f"points = {s.get('upper_bound_mean')}"
             )
 
-    started = time.time()
     history = training.fit(
         model,
         _training_dataset(config, x_train, y_train),
@@ -303,13 +304,17 @@ def train(config):
         strategy=strategy,
         seed=config.seed,
         verbose=config.verbose,
+        state=bookkeeping.state,
         callbacks=[
             keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: monitor(epoch, model)
-            )
+            ),
+            # Last, so that the monitoring time is counted.
+            bookkeeping.timer(),
         ],
     )
-    train_seconds = time.time() - started
+    train_seconds = bookkeeping.seconds()
+    monitor_log = bookkeeping.monitor_log()
     test_acc = training.evaluate_accuracy(model, (x_test_in, y_test))
     model_path = os.path.join(run_dir, "model.keras")
     model.save(model_path)
@@ -367,6 +372,42 @@ def evaluate(config, run_dir=None, batch_size=None):
     if config.verbose:
         print(json.dumps(summary, indent=2))
     return summary
+
+
+class _Bookkeeping:
+    """Training time and robustness-monitor records, kept in the checkpoint.
+
+    `state` goes to `fit(state=...)`; the timer callback adds the time since
+    the last mark at every epoch end (before that epoch's checkpoint), so a
+    resumed run continues the count of the killed one.
+    """
+
+    def __init__(self):
+        self.state = {
+            "train_seconds": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+            "robustness_monitor": tf.Variable("[]", dtype=tf.string, trainable=False),
+        }
+        self._mark = time.time()
+
+    def add_monitor_record(self, record):
+        records = self.monitor_log()
+        records.append(record)
+        self.state["robustness_monitor"].assign(json.dumps(records))
+
+    def monitor_log(self):
+        return json.loads(self.state["robustness_monitor"].numpy().decode())
+
+    def timer(self):
+        def on_epoch_end(epoch, logs):
+            now = time.time()
+            self.state["train_seconds"].assign_add(now - self._mark)
+            self._mark = now
+
+        return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+
+    def seconds(self):
+        """The whole run's training time, up to now."""
+        return float(self.state["train_seconds"].numpy()) + time.time() - self._mark
 
 
 def _has_checkpoint(ckpt_dir):

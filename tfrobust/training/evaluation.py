@@ -3,22 +3,25 @@
 import tensorflow as tf
 
 from tfrobust.training import inputs
+from tfrobust.training import objectives
+from tfrobust.training import steps
 
 
-def make_eval_step(model, strategy):
+def make_eval_step(model, strategy, *, bounds=None, arg="eval_data"):
     """A compiled step returning summed correct count, CE and example count.
 
     The replica results are summed over replicas, so the caller divides by the
-    count once at the end (exact also for an incomplete last batch).
+    count once at the end (exact also for an incomplete last batch). Each
+    batch is checked in the graph (labels in [0, K), pixels inside `bounds`
+    unless None), see `run_eval`.
     """
 
     def replica_step(x, y):
-        y = tf.cast(y, tf.int64)
         logits = model(x, training=False)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y, logits=logits)
-        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), y), tf.float32)
-        return {"correct": tf.reduce_sum(correct), "ce": tf.reduce_sum(ce),
+        x, y = inputs.assert_element(x, y, int(logits.shape[-1]), bounds, arg)
+        ce = objectives.cross_entropy(y, logits)
+        return {"correct": steps.correct_count(y, logits),
+                "ce": tf.reduce_sum(ce),
                 "count": tf.cast(tf.shape(y)[0], tf.float32)}
 
     @tf.function(reduce_retracing=True)
@@ -31,10 +34,15 @@ def make_eval_step(model, strategy):
 
 
 def run_eval(eval_step, distributed_dataset):
-    """Runs `eval_step` over a distributed dataset; returns accuracy and CE."""
+    """Runs `eval_step` over a distributed dataset; returns accuracy and CE.
+
+    Raises:
+        ValueError: on an empty dataset, or a batch that fails the step's
+            data checks (naming the argument).
+    """
     totals = {"correct": 0.0, "ce": 0.0, "count": 0.0}
     for batch in distributed_dataset:
-        out = eval_step(batch)
+        out = steps.call_step(eval_step, batch, None, None)
         for key in totals:
             totals[key] += float(out[key])
     if totals["count"] == 0:
@@ -44,7 +52,8 @@ def run_eval(eval_step, distributed_dataset):
             "ce": totals["ce"] / totals["count"]}
 
 
-def evaluate(model, data, *, batch_size=256, strategy=None):
+def evaluate(model, data, *, batch_size=256, strategy=None,
+             bounds=(0.0, 1.0)):
     """Clean accuracy and mean cross-entropy of `model` on `data`.
 
     Args:
@@ -54,20 +63,25 @@ def evaluate(model, data, *, batch_size=256, strategy=None):
         batch_size: Batch size used for arrays.
         strategy: The `tf.distribute.Strategy` the model was created under;
             defaults to the current one.
+        bounds: The declared input range `(lo, hi)` of the images (None: not
+            checked).
 
     Returns:
         A dict with floats `"accuracy"` (in [0, 1]) and `"ce"`.
 
     Raises:
-        ValueError: on malformed or empty data.
+        ValueError: on malformed or empty data, pixels outside `bounds`, or
+            labels outside [0, K).
     """
     strategy = strategy or tf.distribute.get_strategy()
-    dataset = inputs.eval_dataset(data, batch_size, arg="data")
-    step = make_eval_step(model, strategy)
+    bounds = inputs.check_bounds(bounds)
+    dataset = inputs.eval_dataset(data, batch_size, arg="data", bounds=bounds)
+    step = make_eval_step(model, strategy, bounds=bounds, arg="data")
     return run_eval(step, strategy.experimental_distribute_dataset(dataset))
 
 
-def evaluate_accuracy(model, data, *, batch_size=256, strategy=None):
+def evaluate_accuracy(model, data, *, batch_size=256, strategy=None,
+                      bounds=(0.0, 1.0)):
     """Clean accuracy of `model` on `data` (compiled and batched).
 
     Args:
@@ -77,6 +91,7 @@ def evaluate_accuracy(model, data, *, batch_size=256, strategy=None):
         batch_size: Batch size used for arrays.
         strategy: The strategy the model was created under (default: the
             current one).
+        bounds: The declared input range of the images (None: not checked).
 
     Returns:
         The fraction of correctly classified examples, a float in [0, 1].
@@ -84,5 +99,5 @@ def evaluate_accuracy(model, data, *, batch_size=256, strategy=None):
     Raises:
         ValueError: on malformed or empty data.
     """
-    return evaluate(model, data, batch_size=batch_size,
-                    strategy=strategy)["accuracy"]
+    return evaluate(model, data, batch_size=batch_size, strategy=strategy,
+                    bounds=bounds)["accuracy"]

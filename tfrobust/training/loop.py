@@ -13,7 +13,7 @@ history = tfrobust.training.fit(
 ```
 """
 
-import numbers
+import inspect
 import time
 
 import keras
@@ -21,9 +21,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from tfrobust import _validate
 from tfrobust.training import checkpoints
 from tfrobust.training import evaluation as evaluate_lib
 from tfrobust.training import inputs
+from tfrobust.training import objectives
 from tfrobust.training import randomness
 from tfrobust.training import schedules
 from tfrobust.training import steps as steps_lib
@@ -33,7 +35,8 @@ from tfrobust.training.strategy import is_chief
 class History(dict):
     """Per-epoch training results: a dict of lists, one entry per epoch.
 
-    Keys: `"loss"` (total objective), `"ce"`, `"regularization"` (sum of
+    Keys: `"loss"` (total objective), `"ce"` (the data loss: cross-entropy
+    or `loss_fn`'s value), `"regularization"` (sum of
     `model.losses`), one key per extra loss, `"accuracy"` (on the training
     batches after `input_transform`), `"lr"`, `"epoch_time"` (seconds),
     `"eval_accuracy"` and `"eval_ce"` (None in epochs without evaluation).
@@ -59,17 +62,6 @@ class History(dict):
             if key not in logs:
                 values.append(None)
         self.epoch.append(epoch)
-
-
-def _check_int(value, arg, minimum, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or value < minimum):
-        raise ValueError(
-            f"Expected {arg} to be an integer >= {minimum}"
-            f"{' or None' if allow_none else ''}. Received: {arg}={value!r}")
-    return int(value)
 
 
 def _check_model(model):
@@ -128,22 +120,85 @@ def _current_lr(optimizer):
         optimizer.learning_rate)))
 
 
-def _build(model, source, strategy):
-    """Runs the model on one example (building it if needed); returns K.
-
-    A built model fed by a dataset is not run: reading a batch would advance
-    the dataset's own shuffling state.
-    """
-    if source.arrays is None and model.built:
-        return None
-    sample = source.sample()
-    with strategy.scope():
-        logits = model(sample, training=False)
+def _check_logits(logits):
     if len(logits.shape) != 2:
         raise ValueError(
             "Expected model to return logits of shape [B, K]. Received: "
             f"output shape {tuple(logits.shape)}")
     return int(logits.shape[-1])
+
+
+def _known_num_classes(model):
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(
+            shape[-1], int):
+        return shape[-1]
+    return None
+
+
+def _build(model, source, strategy, input_transform):
+    """Runs the model on a transformed sample (building it); returns K.
+
+    The model sees what training feeds it: the input transform's output
+    (which may differ in shape or channels from the stored images). A built
+    model fed by a dataset is not run (reading a batch would advance the
+    dataset's own shuffling state); K is then read from its output shape
+    when known, else checked inside the step.
+    """
+    if source.arrays is None and model.built:
+        return _known_num_classes(model)
+    element = source.sample()
+    with strategy.scope():
+        if input_transform is None:
+            x, _ = inputs.split(element)
+        else:
+            x, _, _ = inputs.split_transformed(
+                input_transform(model, element))
+        logits = model(x, training=False)
+    return _check_logits(logits)
+
+
+def _check_transform(input_transform):
+    """`input_transform` must take `(model, batch)`: one rule, no guessing."""
+    if input_transform is None:
+        return None
+    if not callable(input_transform):
+        raise _validate.error(
+            "input_transform", "a function (model, batch) -> (x, y), "
+            "(x, y, sample_weight) or a dict", input_transform)
+    try:
+        signature = inspect.signature(input_transform)
+    except (TypeError, ValueError):
+        return input_transform  # Builtins and C callables: trust them.
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise _validate.error(
+            "input_transform", "a function (model, batch) of two arguments: "
+            "the model and the whole dataset element (x, y[, aux...]) or "
+            "dict. An old-style fn(model, x, y) is wrapped as "
+            "`lambda model, batch: fn(model, *batch[:2])`", input_transform,
+            received=f"input_transform with signature {signature}") from None
+    return input_transform
+
+
+def _check_state(state):
+    if state is None:
+        return {}
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and k for k in state):
+        raise _validate.error(
+            "state", "a dict name -> tf.Variable (or a nest of them)", state)
+    for leaf in tf.nest.flatten(state):
+        if not isinstance(leaf, (tf.Variable, keras.Variable)):
+            raise _validate.error(
+                "state", "a dict name -> tf.Variable (or a nest of "
+                "variables)", state,
+                received=f"a leaf of type {type(leaf).__name__}")
+    return state
 
 
 def _scalar_metadata():
@@ -167,38 +222,56 @@ def _write_summaries(writer, logs, step):
 
 
 def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
-        extra_losses=(), input_transform=None, eval_data=None,
-        checkpoint_dir=None, log_dir=None, strategy=None, seed=0, verbose=1,
-        callbacks=(), max_to_keep=3, steps_per_epoch=None, eval_every=1,
-        batch_size=None, eval_batch_size=None, drop_remainder=False):
-    """Trains `model` on mean cross-entropy plus extra losses, resumably.
+        loss_fn=None, extra_losses=(), input_transform=None, state=None,
+        grad_clip_norm=None, bounds=(0.0, 1.0), with_index=False,
+        eval_data=None, checkpoint_dir=None, log_dir=None, strategy=None,
+        seed=0, verbose=1, callbacks=(), max_to_keep=3, steps_per_epoch=None,
+        eval_every=1, batch_size=None, eval_batch_size=None,
+        drop_remainder=False):
+    """Trains `model` on a replaceable loss plus extra losses, resumably.
 
-    The objective of each update is the mean sparse softmax cross-entropy of
-    the logits, plus every extra loss, plus `model.losses` (Keras weight
-    regularizers). One compiled step (`strategy.run` and a sum over replicas)
-    applies `input_transform`, the forward pass and the update; each replica's
-    share is scaled by the global batch size so the gradient is that of the
+    The objective of each update is the data loss `loss_fn(y, logits)`
+    (default: mean softmax cross-entropy, on integer labels or soft targets),
+    plus every extra loss, plus `model.losses` (Keras weight regularizers).
+    One compiled step (`strategy.run` and a sum over replicas) applies
+    `input_transform`, the forward pass and the update; each replica's share
+    is scaled by the global batch size so the gradient is that of the
     global-batch mean (`tf.nn.compute_average_loss` semantics, exact also for
     an incomplete last batch).
 
+    **The input transform contract.** `input_transform(model, batch)`
+    receives the whole training element as the data yields it (a tuple
+    `(x, y, *aux)` or a dict with keys "x", "y" and any others, e.g.
+    "index") inside the compiled step, and returns `(x, y)`,
+    `(x, y, sample_weight)` or a dict with keys "x", "y" and optionally
+    "sample_weight"; its output is treated as constant input. The model is
+    built on the transformed sample, so a transform may change the input
+    shape. (An old-style `fn(model, x, y)` is refused with a message showing
+    the one-line wrapper.)
+
     With `checkpoint_dir`, a checkpoint is written at the end of every epoch
-    and, if one is there on start, training resumes after it and reaches the
+    (after the callbacks' `on_epoch_end`, so state they update is in it) and,
+    if one is there on start, training resumes after it and reaches the
     same weights as an uninterrupted run: arrays are shuffled per epoch from
-    `(seed, epoch)`, and layer seed generators, generator attributes of the
-    input transform and extra losses, Keras' global seed generator and
-    TensorFlow's global generator are reseeded per epoch from `(seed, epoch)`
-    (see `reseed_for_epoch`). A `tf.data.Dataset`
-    is read as given; for exact resume its order must not depend on process
-    state (or pass a function `epoch -> Dataset`).
+    `(seed, epoch)`, and the declared random generators (layer seed
+    generators, and those the input transform and losses declare with
+    `random_generators()`, e.g. an attack's), Keras' global seed generator
+    and TensorFlow's global generator are reseeded per epoch from
+    `(seed, epoch)` (see `reseed_for_epoch`). If the latest checkpoint is
+    damaged, training resumes from the newest intact earlier one, with a
+    warning. A `tf.data.Dataset` is read as given; for exact resume its order
+    must not depend on process state (or pass a function `epoch -> Dataset`).
 
     Create the model under `strategy.scope()` before calling `fit`; `fit`
     creates the optimizer under that scope.
 
     Args:
         model: A Keras model returning logits `[B, K]`.
-        train_data: A tuple `(x, y)` of NumPy arrays (then `batch_size` is
-            required), a `tf.data.Dataset` of `(x, y)` batches, or a function
-            `epoch -> tf.data.Dataset`. Batches are global batches.
+        train_data: `(x, y, *aux)` NumPy arrays or a dict of arrays with
+            keys "x" and "y" (then `batch_size` is required), a
+            `tf.data.Dataset` of such batches, or a function
+            `epoch -> tf.data.Dataset`. Batches are global batches. `y` is
+            integer labels `[B]` or float targets `[B, K]`.
         epochs: Total number of epochs (including epochs restored from a
             checkpoint), an integer >= 1.
         optimizer: A name for `make_optimizer` ("sgd", "momentum",
@@ -206,12 +279,28 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
             created under the strategy's scope.
         learning_rate: A number > 0 or a `LearningRateSchedule` (used with
             an optimizer name).
+        loss_fn: The data loss: None or "cross_entropy" (hard or soft
+            labels), "soft_cross_entropy" (float targets `[B, K]` only), or
+            `fn(y, logits)` returning per-example losses `[B]` (averaged
+            over the global batch, weighted by the transform's sample
+            weights) or a scalar batch mean. Reported as "ce" in the
+            history.
         extra_losses: A dict `name -> fn` or a sequence of functions (named by
             their `name` or `__name__` attribute); `fn(model, x, y, logits)`
             returns an already weighted scalar added to the objective.
-        input_transform: Optional `fn(model, x, y) -> (x, y)` applied to each
-            training batch inside the compiled step (noise, adversarial
-            examples); its output is treated as constant input.
+        input_transform: Optional `fn(model, batch)`, see above.
+        state: Optional dict `name -> tf.Variable` (or nests of variables):
+            experiment state (e.g. a per-example noise table filled by a
+            callback) saved in every checkpoint and restored on resume.
+        grad_clip_norm: Optional number > 0: the gradient (of the whole
+            global batch) is clipped to this global L2 norm before each
+            update.
+        bounds: The declared input range `(lo, hi)` of the training and
+            evaluation images (arrays are checked up front, dataset batches
+            in the step), or None for no check.
+        with_index: For array `train_data`: give each element the examples'
+            row numbers (int64 `[B]`), appended to the tuple or under
+            "index" in a dict.
         eval_data: Optional `(x, y)` arrays or dataset, evaluated (accuracy,
             CE) every `eval_every` epochs and after the last epoch.
         checkpoint_dir: Directory of the per-epoch checkpoints and
@@ -237,21 +326,28 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
         A `History` (dict of per-epoch lists).
 
     Raises:
-        ValueError: on invalid arguments or data (non-integer labels, empty
-            data, a model not created under the strategy's scope), or an
-            unreadable checkpoint in `checkpoint_dir`.
+        ValueError: on invalid arguments or data (non-integer labels, labels
+            outside [0, K), pixels outside `bounds`, empty data, a model not
+            created under the strategy's scope), or a checkpoint directory
+            from which no checkpoint can be restored.
         FloatingPointError: when the loss becomes NaN or infinite, naming the
             epoch and step.
     """
-    epochs = _check_int(epochs, "epochs", 1)
-    max_to_keep = _check_int(max_to_keep, "max_to_keep", 1)
-    eval_every = _check_int(eval_every, "eval_every", 1)
-    steps_per_epoch = _check_int(steps_per_epoch, "steps_per_epoch", 1,
-                                 allow_none=True)
+    epochs = _validate.check_int(epochs, name="epochs", minimum=1)
+    max_to_keep = _validate.check_int(max_to_keep, name="max_to_keep",
+                                      minimum=1)
+    eval_every = _validate.check_int(eval_every, name="eval_every", minimum=1)
+    steps_per_epoch = _validate.check_int(
+        steps_per_epoch, name="steps_per_epoch", minimum=1, allow_none=True)
     seed = randomness.check_seed(seed)
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise ValueError(
-            f"Expected verbose to be 0, 1 or 2. Received: verbose={verbose!r}")
+    verbose = _validate.check_choice(verbose, name="verbose",
+                                     choices=(0, 1, 2))
+    if isinstance(verbose, bool):
+        raise _validate.error("verbose", "one of 0, 1, 2", verbose)
+    grad_clip_norm = _validate.check_float(
+        grad_clip_norm, name="grad_clip_norm", minimum=0.0,
+        exclusive_minimum=True, allow_none=True)
+    bounds = inputs.check_bounds(bounds)
     strategy = strategy or tf.distribute.get_strategy()
     if not isinstance(strategy, tf.distribute.Strategy):
         raise ValueError(
@@ -259,10 +355,9 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
             f"make_strategy) or None. Received: strategy={strategy!r}")
     _check_model(model)
     named_losses = steps_lib.name_extra_losses(extra_losses)
-    if input_transform is not None and not callable(input_transform):
-        raise ValueError(
-            "Expected input_transform to be a function (model, x, y) -> "
-            f"(x, y). Received: input_transform={input_transform!r}")
+    loss = objectives.resolve_loss(loss_fn)
+    input_transform = _check_transform(input_transform)
+    state = _check_state(state)
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         learning_rate = schedules.check_learning_rate(learning_rate)
     callbacks = _check_callbacks(callbacks)
@@ -270,52 +365,62 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
 
     source = inputs.TrainSource(
         train_data, batch_size=batch_size, seed=seed,
-        steps_per_epoch=steps_per_epoch, drop_remainder=drop_remainder)
-    num_classes = _build(model, source, strategy)
-    if (source.arrays is not None and num_classes is not None
-            and source.arrays[1].max() >= num_classes):
+        steps_per_epoch=steps_per_epoch, drop_remainder=drop_remainder,
+        bounds=bounds, with_index=with_index)
+    num_classes = _build(model, source, strategy, input_transform)
+    if source.arrays is not None and source.arrays[1].ndim == 1 and (
+            source.arrays[1].max() >= num_classes):
         raise ValueError(
             f"Expected labels in [0, {num_classes}) for a model with "
             f"{num_classes} outputs. Received: max label "
             f"{int(source.arrays[1].max())}")
+    if source.arrays is not None and source.arrays[1].ndim == 2 and (
+            source.arrays[1].shape[1] != num_classes):
+        raise ValueError(
+            f"Expected soft targets with {num_classes} columns for a model "
+            f"with {num_classes} outputs. Received: train_data targets of "
+            f"shape {source.arrays[1].shape}")
     _check_strategy_match(model, strategy)
     eval_set = None
     if eval_data is not None:
         eval_set = strategy.experimental_distribute_dataset(
             inputs.eval_dataset(eval_data, eval_batch_size or batch_size
-                                or 256))
+                                or 256, bounds=bounds))
     optimizer = _make_optimizer(optimizer, learning_rate, strategy)
     with strategy.scope():
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
 
     chief = is_chief(strategy)
-    state = checkpoints.TrainingCheckpoint(
-        checkpoint_dir, model, optimizer, strategy, chief, max_to_keep)
-    initial_epoch = state.restore()
-    total_steps = int(state.step.numpy())
-    previous = state.load_history(initial_epoch)
+    checkpoint = checkpoints.TrainingCheckpoint(
+        checkpoint_dir, model, optimizer, strategy, chief, max_to_keep,
+        state=state)
+    initial_epoch = checkpoint.restore()
+    total_steps = int(checkpoint.step.numpy())
+    previous = checkpoint.load_history(initial_epoch)
     history = History(*previous) if previous else History()
     history.initial_epoch = initial_epoch
     if initial_epoch >= epochs:
         if verbose:
             print(f"Training already finished: checkpoint_dir holds "
                   f"{initial_epoch} epochs (epochs={epochs}).")
-        state.close()
+        checkpoint.close()
         return history
     if initial_epoch and verbose:
         print(f"Resuming from epoch {initial_epoch} of {epochs}.")
 
     train_step = steps_lib.make_train_step(
-        model, optimizer, strategy, named_losses, input_transform)
-    eval_step = evaluate_lib.make_eval_step(model, strategy)
+        model, optimizer, strategy, named_losses, input_transform, loss,
+        bounds=bounds, check_data=source.arrays is None,
+        num_classes=num_classes, grad_clip_norm=grad_clip_norm)
+    eval_step = evaluate_lib.make_eval_step(model, strategy, bounds=bounds)
     writer = (tf.summary.create_file_writer(log_dir)
               if log_dir is not None and chief else None)
     callback_list = keras.callbacks.CallbackList(
         callbacks, model=model, epochs=epochs, verbose=verbose)
     model.stop_training = False
     persistent_iterator = None
-    reseeded = [f for f in (input_transform, *named_losses.values())
+    reseeded = [f for f in (input_transform, loss, *named_losses.values())
                 if f is not None]
     callback_list.on_train_begin()
     try:
@@ -353,17 +458,19 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
                 logs["eval_accuracy"] = result["accuracy"]
                 logs["eval_ce"] = result["ce"]
             logs["epoch_time"] = time.time() - start
-            history.append(epoch, logs)
-            state.save(epoch + 1, total_steps)
-            state.save_history(history.epoch, dict(history))
             _write_summaries(writer, logs, epoch + 1)
             if verbose:
                 steps_lib.print_epoch_end(logs, verbose)
+            # Callbacks run before the checkpoint, so that the experiment
+            # state they update at the end of an epoch is saved with it.
             callback_list.on_epoch_end(epoch, dict(logs))
+            history.append(epoch, logs)
+            checkpoint.save(epoch + 1, total_steps)
+            checkpoint.save_history(history.epoch, dict(history))
             if getattr(model, "stop_training", False):
                 break
     finally:
-        state.close()
+        checkpoint.close()
         if writer is not None:
             writer.close()
     callback_list.on_train_end()

@@ -20,59 +20,44 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
+
 
 def _check_lr(learning_rate, arg="learning_rate"):
-    if (isinstance(learning_rate, bool)
-            or not isinstance(learning_rate, numbers.Real)
-            or not math.isfinite(learning_rate) or learning_rate <= 0):
-        raise ValueError(
-            f"Expected {arg} to be a finite number > 0. "
-            f"Received: {arg}={learning_rate!r}")
-    return float(learning_rate)
+    return _validate.check_float(learning_rate, name=arg, minimum=0.0,
+                                 exclusive_minimum=True)
 
 
 def _check_positive_int(value, arg):
-    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-            or value < 1):
-        raise ValueError(
-            f"Expected {arg} to be an integer >= 1. Received: {arg}={value!r}")
-    return int(value)
+    return _validate.check_int(value, name=arg, minimum=1)
+
+
+def _numbers(values, arg):
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise _validate.error(arg, "a sequence of numbers", values) from None
 
 
 def _check_factors(factors, count, arg="factors"):
-    try:
-        factors = tuple(float(f) for f in factors)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Expected {arg} to be a sequence of numbers. "
-            f"Received: {arg}={factors!r}") from None
+    factors = _numbers(factors, arg)
     if len(factors) != count:
-        raise ValueError(
-            f"Expected {arg} to have one entry per boundary ({count}). "
-            f"Received: {arg}={factors!r}")
+        raise _validate.error(
+            arg, f"one entry per boundary ({count} numbers)", factors)
     if not all(math.isfinite(f) and f > 0 for f in factors):
-        raise ValueError(
-            f"Expected every entry of {arg} to be a finite number > 0. "
-            f"Received: {arg}={factors!r}")
+        raise _validate.error(arg, "finite numbers > 0", factors)
     return factors
 
 
 def _check_increasing(values, arg, lower, upper):
-    try:
-        values = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Expected {arg} to be a sequence of numbers. "
-            f"Received: {arg}={values!r}") from None
+    values = _numbers(values, arg)
     if not values:
-        raise ValueError(
-            f"Expected {arg} to hold at least one boundary. "
-            f"Received: {arg}={values!r}")
+        raise _validate.error(arg, "a sequence of at least one boundary",
+                              values)
     if any(not (lower < v <= upper) for v in values) or any(
             b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(
-            f"Expected {arg} to be strictly increasing values in "
-            f"({lower}, {upper}]. Received: {arg}={values!r}")
+        raise _validate.error(
+            arg, f"strictly increasing values in ({lower}, {upper}]", values)
     return values
 
 
@@ -158,9 +143,8 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.boundaries_epochs = _check_increasing(
             boundaries_epochs, "boundaries_epochs", 0.0, np.inf)
         if any(b != int(b) for b in self.boundaries_epochs):
-            raise ValueError(
-                "Expected boundaries_epochs to be whole epochs. "
-                f"Received: boundaries_epochs={boundaries_epochs!r}")
+            raise _validate.error("boundaries_epochs", "whole epochs",
+                                  boundaries_epochs)
         self.boundaries_epochs = tuple(int(b) for b in self.boundaries_epochs)
         count = len(self.boundaries_epochs)
         if isinstance(factors, numbers.Real) and not isinstance(factors, bool):
@@ -216,9 +200,8 @@ def make_optimizer(name, learning_rate, **kwargs):
         ValueError: on an unknown name or an invalid learning rate.
     """
     if not isinstance(name, str) or name.lower() not in OPTIMIZER_NAMES:
-        raise ValueError(
-            f"Expected name to be one of {OPTIMIZER_NAMES}. "
-            f"Received: name={name!r}")
+        raise _validate.error(
+            "name", "one of " + ", ".join(map(repr, OPTIMIZER_NAMES)), name)
     learning_rate = check_learning_rate(learning_rate)
     name = name.lower()
     if name == "sgd":

@@ -6,6 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfrobust.training import inputs
+from tfrobust.training import objectives
+
 RESERVED_NAMES = ("loss", "ce", "regularization", "accuracy", "lr",
                   "epoch_time", "eval_accuracy", "eval_ce", "count", "correct")
 
@@ -53,21 +56,84 @@ def name_extra_losses(extra_losses):
     return named
 
 
+def _data_term(loss, y, logits, sample_weight, local_n, global_n, share):
+    """The replica's share of the global-batch mean of the data loss."""
+    value = tf.cast(loss(y, logits), tf.float32)
+    if value.shape.rank == 0:
+        if sample_weight is not None:
+            raise ValueError(
+                "Expected loss_fn to return per-example losses [B] when the "
+                "input transform gives sample weights. Received: a scalar")
+        return tf.where(local_n > 0, value * share, 0.0)
+    if value.shape.rank != 1:
+        raise ValueError(
+            "Expected loss_fn to return a scalar or per-example losses [B]. "
+            f"Received: shape {value.shape}")
+    if sample_weight is not None:
+        value = value * tf.cast(sample_weight, tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(value), global_n)
+
+
+def correct_count(y, logits):
+    """Examples whose argmax matches the label (or the target's argmax)."""
+    predicted = tf.argmax(logits, axis=-1)
+    target = (tf.argmax(y, axis=-1) if objectives.is_soft(y)
+              else tf.cast(y, tf.int64))
+    return tf.reduce_sum(tf.cast(tf.equal(predicted, target), tf.float32))
+
+
+def _clip_global(gradients, variables, clip_norm, num_replicas):
+    """Clips the all-replica gradient by its global norm.
+
+    The optimizer sums the replicas' gradients; clipping each replica's part
+    would bound the wrong norm. So the parts are summed here, clipped, and
+    handed back as equal shares whose sum is the clipped gradient.
+    """
+    pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+    grads = [g for g, _ in pairs]
+    if num_replicas > 1:
+        context = tf.distribute.get_replica_context()
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    grads, norm = tf.clip_by_global_norm(grads, clip_norm)
+    if num_replicas > 1:
+        grads = [g / num_replicas for g in grads]
+    return grads, [v for _, v in pairs], norm
+
+
 def make_train_step(model, optimizer, strategy, extra_losses,
-                    input_transform):
+                    input_transform, loss=None, *, bounds=None,
+                    check_data=False, num_classes=None, grad_clip_norm=None):
     """The compiled update: transform, forward, loss, gradient, apply.
 
     Each replica scales its share by the global batch size (summed over
     replicas), so the optimizer's sum of replica gradients is the gradient of
     the global-batch mean; a batch-mean extra loss is weighted by the
     replica's fraction of the batch and `model.losses` by 1/replicas.
+
+    Args:
+        model, optimizer, strategy: as in `fit`.
+        extra_losses: ordered dict `name -> fn(model, x, y, logits)`.
+        input_transform: None or `fn(model, element) -> (x, y[, w])`.
+        loss: `fn(y, logits) -> [B] or scalar` (default cross-entropy).
+        bounds: declared input range checked in the graph when
+            `check_data` (None: no range check).
+        check_data: check each raw batch (pixel range, labels in [0, K)).
+        num_classes: K, when known before the forward pass.
+        grad_clip_norm: clip the global gradient norm to this value.
     """
     num_replicas = strategy.num_replicas_in_sync
+    loss = loss or objectives.cross_entropy
 
-    def replica_step(x, y):
+    def replica_step(element):
+        x, y = inputs.split(element)
+        if check_data:
+            x, y = inputs.assert_element(x, y, num_classes, bounds,
+                                         "train_data")
+            element = _replace_xy(element, x, y)
+        sample_weight = None
         if input_transform is not None:
-            x, y = input_transform(model, x, y)
-        y = tf.cast(y, tf.int64)
+            x, y, sample_weight = inputs.split_transformed(
+                input_transform(model, element))
         context = tf.distribute.get_replica_context()
         local_n = tf.cast(tf.shape(y)[0], tf.float32)
         global_n = context.all_reduce(tf.distribute.ReduceOp.SUM, local_n)
@@ -75,9 +141,12 @@ def make_train_step(model, optimizer, strategy, extra_losses,
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
-            ce = tf.math.divide_no_nan(tf.reduce_sum(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=y, logits=tf.cast(logits, tf.float32))), global_n)
+            if check_data and num_classes is None:
+                # K is known only now; check the (transformed) labels.
+                _, y = inputs.assert_element(x, y, int(logits.shape[-1]),
+                                             None, "train_data")
+            data = _data_term(loss, y, logits, sample_weight, local_n,
+                              global_n, share)
             terms = {}
             for name, fn in extra_losses.items():
                 value = tf.cast(fn(model, x, y, logits), tf.float32)
@@ -92,23 +161,44 @@ def make_train_step(model, optimizer, strategy, extra_losses,
                 regularization = tf.add_n(
                     [tf.cast(v, tf.float32) for v in model.losses]
                 ) / num_replicas
-            total = ce + regularization
+            total = data + regularization
             for value in terms.values():
                 total = total + value
         gradients = tape.gradient(total, variables)
+        if grad_clip_norm is not None:
+            gradients, variables, _ = _clip_global(
+                gradients, variables, grad_clip_norm, num_replicas)
         optimizer.apply_gradients(zip(gradients, variables))
-        correct = tf.reduce_sum(tf.cast(
-            tf.equal(tf.argmax(logits, axis=-1), y), tf.float32))
-        return {"loss": total, "ce": ce, "regularization": regularization,
-                **terms, "correct": correct, "count": local_n}
+        return {"loss": total, "ce": data, "regularization": regularization,
+                **terms, "correct": correct_count(y, logits),
+                "count": local_n}
 
     @tf.function(reduce_retracing=True)
     def train_step(batch):
-        per_replica = strategy.run(replica_step, args=tuple(batch))
+        per_replica = strategy.run(replica_step, args=(batch,))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                 for k, v in per_replica.items()}
 
     return train_step
+
+
+def _replace_xy(element, x, y):
+    if isinstance(element, dict):
+        return {**element, "x": x, "y": y}
+    return (x, y, *element[2:])
+
+
+def call_step(step, batch, epoch, step_index):
+    """Runs a compiled step; a failed data check becomes a ValueError."""
+    try:
+        return step(batch)
+    except tf.errors.InvalidArgumentError as e:
+        error = inputs.data_error(e)
+        if error is None:
+            raise
+        where = "" if epoch is None else (
+            f" (epoch {epoch + 1}, step {step_index + 1})")
+        raise ValueError(f"{error}{where}") from None
 
 
 def run_epoch(train_step, batches, known_steps, epoch, verbose,
@@ -132,7 +222,8 @@ def run_epoch(train_step, batches, known_steps, epoch, verbose,
         except (StopIteration, tf.errors.OutOfRangeError):
             break
         callback_list.on_train_batch_begin(step)
-        out = {k: float(v) for k, v in train_step(batch).items()}
+        out = {k: float(v) for k, v in call_step(
+            train_step, batch, epoch, step).items()}
         if not np.isfinite(out["loss"]):
             raise FloatingPointError(
                 f"Expected a finite training loss. Received: loss="

@@ -16,9 +16,10 @@ import math
 import keras
 import tensorflow as tf
 
-from tfrobust.attacks.base import _check_bounds
-from tfrobust.attacks.boxed_linear import _check_real
+from tfrobust import _validate
 from tfrobust.attacks.boxed_linear import boxed_linear_step
+from tfrobust.transforms.adversarial import mixed_count
+from tfrobust.transforms.base import InputTransform
 
 __all__ = ["BoxedLinearAdversarialTransform", "boxed_linear_training_step"]
 
@@ -57,7 +58,7 @@ def boxed_linear_training_step(model, x, y=None, *, bounds=(0.0, 1.0), seed=None
     Raises:
         ValueError: on a non-float `x` of rank < 2 or bad `bounds`.
     """
-    lo, hi = _check_bounds(bounds)
+    lo, hi = _validate.check_pair(bounds, name="bounds")
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating or x.shape.rank is None or x.shape.rank < 2:
         raise ValueError(
@@ -86,13 +87,16 @@ def boxed_linear_training_step(model, x, y=None, *, bounds=(0.0, 1.0), seed=None
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")
-class BoxedLinearAdversarialTransform:
+class BoxedLinearAdversarialTransform(InputTransform):
     """Input transform for the paper's adversarial training.
 
-    `fn(model, x, y) -> (x', y)`: the first round(alpha_adv · B) examples of
-    each batch are replaced by `boxed_linear_training_step` adversarial
-    versions and the labels are kept, as in the original (alpha_adv = 0.5).
-    Works inside the compiled train step of `tfrobust.training.fit`.
+    `transform(model, batch) -> (x', y)`: the first round(alpha_adv · B)
+    examples of each batch are replaced by `boxed_linear_training_step`
+    adversarial versions and the labels are kept, as in the original
+    (alpha_adv = 0.5). Works inside the compiled train step of
+    `tfrobust.training.fit`; `apply(model, x, y)` is the same on `(x, y)`.
+    Its seed generator is declared (`random_generators()`), so `fit`
+    reseeds it per epoch and a resumed run is exact.
 
     Args:
         alpha_adv: fraction of each batch replaced, in [0, 1].
@@ -109,27 +113,26 @@ class BoxedLinearAdversarialTransform:
     __name__ = "boxed_linear_adversarial"
 
     def __init__(self, alpha_adv=0.5, bounds=(0.0, 1.0), use_labels=False, seed=None):
-        alpha_adv = _check_real(alpha_adv, "alpha_adv", 0.0)
-        if alpha_adv > 1.0:
-            raise ValueError(f"Expected `alpha_adv` in [0, 1]. Received: alpha_adv={alpha_adv!r}")
-        self.alpha_adv = alpha_adv
-        self.bounds = _check_bounds(bounds)
-        self.use_labels = bool(use_labels)
+        self.alpha_adv = _validate.check_float(alpha_adv, name="alpha_adv", minimum=0.0,
+                                               maximum=1.0)
+        self.bounds = _validate.check_pair(bounds, name="bounds")
+        self.use_labels = _validate.check_bool(use_labels, name="use_labels")
         self.seed = seed
         self._seed_gen = keras.random.SeedGenerator(seed)
 
     @tf.autograph.experimental.do_not_convert
-    def __call__(self, model, x, y):
+    def apply(self, model, x, y):
         x = tf.convert_to_tensor(x)
-        batch = tf.shape(x)[0]
-        # Python's round (half to even) in the original; tf.round matches.
-        n_adv = tf.cast(tf.round(self.alpha_adv * tf.cast(batch, tf.float32)), tf.int32)
+        n_adv = mixed_count(self.alpha_adv, tf.shape(x)[0])
         x_head = x[:n_adv]
         y_head = tf.cast(y[:n_adv], tf.int32) if self.use_labels else None
         x_adv = boxed_linear_training_step(
             model, x_head, y_head, bounds=self.bounds, seed=self._seed_gen
         )
         return tf.concat([tf.cast(x_adv, x.dtype), x[n_adv:]], axis=0), y
+
+    def random_generators(self):
+        return [self._seed_gen]
 
     def get_config(self):
         return {"alpha_adv": self.alpha_adv, "bounds": list(self.bounds),
