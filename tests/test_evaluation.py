@@ -196,8 +196,10 @@ def test_report_files_are_written_and_parse(result, tmp_path):
         result.threats["Linf eps=0.1"].robust_accuracy)
     assert report["attacks"]["pgd"]["threat"] == {"p": "inf", "eps": EPS}
     assert report["attacks"]["deepfool"]["norm"] == 2
+    assert report["nonfinite_outputs"] == dict.fromkeys(result.attacks, 0)
     md = (tmp_path / "report.md").read_text()
-    assert "| attack | threat | robust accuracy | median L1 | median L2 | median Linf | seconds |" in md
+    assert ("| attack | threat | robust accuracy | median L1 | median L2 | median Linf | "
+            "non-finite | seconds |") in md
     assert all(f"| {name} |" in md for name in result.attacks)
     arrays = np.load(tmp_path / "results.npz")
     np.testing.assert_array_equal(arrays["attack/pgd/robust"], result.attacks["pgd"].robust)

@@ -1,4 +1,4 @@
-"""Robust-accuracy evaluation: the engine, sanity checks, reports, the attack app.
+"""Robust-accuracy evaluation: attacks, certificates, sanity checks, reports, the attack app.
 
 Example:
 
@@ -6,15 +6,43 @@ Example:
 import numpy as np
 from tfrobust import threats
 from tfrobust.attacks.pgd import FGSM, PGD
-from tfrobust.evaluation import evaluate
+from tfrobust.evaluation import certificates, evaluate
 
 result = evaluate(model, (x, y), [FGSM(0.1), PGD(threats.LpBall(np.inf, 0.1), seed=0)])
 print(result.robust_accuracy)        # {"Linf eps=0.1": worst case over both}
-result.save("reports/run")           # report.json, report.md, results.npz
+result.save("reports/run")           # report.json, report.md, results.npz, PNGs
+
+cert = certificates.mlp1layer_certificate(mlp, x, p=2)
+result = evaluate(mlp, (x, y), [PGD(threats.LpBall(2, 0.5), seed=0)],
+                  threats=[(2, 0.1), (2, 0.3)], certificates={"cross_lipschitz": cert})
 ```
 
-`evaluate` runs the sanity checks of Athalye et al. (2018) and auto-attack
-(`tfrobust.evaluation.sanity`) and warns with `RobustnessWarning`.
+`evaluate` runs the attacks (`run`), aggregates the worst case per threat
+(`aggregate`, keyed by `LpBall`), compares certificates with the attacks on
+the same examples (`certificates`: certified accuracy is a lower bound,
+attacks give an upper bound) and runs the sanity checks (`sanity`); each
+flag warns with `RobustnessWarning` and goes to the report. A check that
+cannot run on a model becomes a flag "check could not run: <reason>".
+
+Declared flags (the engine reads them, never guesses from other names):
+
+- attacks (`tfrobust.attacks.base.Attack`): `black_box` (uses only the
+  model's outputs), `uses_eot` (averages over the model's randomness
+  itself), `randomized` (draws random numbers), `steps` (iterations; 1
+  marks a one-step attack). A wrapper attack exposes the attack it wraps
+  as `attack`. Other attack callables default to False/None.
+- models (any callable; e.g. a future `tfrobust.defenses.Defense`):
+  `randomized = True` when the forward pass is random (the randomness check
+  flags it without EoT even if two calls happen to agree),
+  `optimizes_at_inference = True` when the forward pass runs an
+  optimization (`check_dynamic` flags it and asks for an adaptive attack),
+  and `uses_eot = True` on a wrapper that averages over the randomness
+  (`tfrobust.models.wrappers.EoT`). Undeclared flags read as False.
+  The evaluation never imports `tfrobust.defenses`.
+
+Non-finite logits at an adversarial point are counted per attack
+(`AttackResult.nonfinite`), shown in every report and flagged; they never
+count as misclassifications.
 """
 
 import importlib
@@ -24,6 +52,11 @@ import importlib
 _EXPORTS = {
     "load_model": "app",
     "run_attack_app": "app",
+    "ABSTAIN": "certificates",
+    "Certificate": "certificates",
+    "CertificateResult": "certificates",
+    "certified_accuracy": "certificates",
+    "mlp1layer_certificate": "certificates",
     "RobustAccuracyCurve": "engine",
     "evaluate": "engine",
     "robust_accuracy_curve": "engine",
@@ -36,29 +69,40 @@ _EXPORTS = {
     "RobustnessWarning": "sanity",
     "SanityFlag": "sanity",
     "check_black_box_vs_white_box": "sanity",
+    "check_certified_vs_empirical": "sanity",
+    "check_dynamic": "sanity",
     "check_gradients": "sanity",
     "check_large_eps": "sanity",
+    "check_nonfinite": "sanity",
     "check_one_step_vs_iterative": "sanity",
     "check_randomness": "sanity",
 }
 
 __all__ = [
+    "ABSTAIN",
     "ATTACKS",
     "AttackRecord",
     "AttackResult",
+    "Certificate",
+    "CertificateResult",
     "EvaluationResult",
     "RobustAccuracyCurve",
     "RobustnessWarning",
     "SanityFlag",
     "ThreatResult",
     "check_black_box_vs_white_box",
+    "check_certified_vs_empirical",
+    "check_dynamic",
     "check_gradients",
     "check_large_eps",
+    "check_nonfinite",
     "check_one_step_vs_iterative",
     "check_randomness",
+    "certified_accuracy",
     "evaluate",
     "load_model",
     "make_attack",
+    "mlp1layer_certificate",
     "robust_accuracy_curve",
     "run_attack_app",
 ]

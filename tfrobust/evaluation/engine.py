@@ -1,4 +1,4 @@
-"""The robust-accuracy engine: one model, one dataset, several attacks.
+"""The robust-accuracy engine: one model, one dataset, attacks and certificates.
 
 Example:
 
@@ -18,75 +18,165 @@ print(result.summary())
 result.save("reports/run1")
 ```
 
-The examples are attacked batch by batch (each attack compiles its own loop
-once per batch shape; a short last batch is padded with its own examples so
-that it reuses that trace). Every verdict comes from the model: an example
-counts as robust to an attack if the model classifies it correctly both
-clean and at the attack's `x_adv`.
+`evaluate` is three steps, each in its own module: running the attacks
+(`run.py`: batch by batch, one attack after the other, per-example
+results), aggregating per threat (`aggregate.py`: the worst case over the
+attacks judged in each `LpBall`'s norm) and the sanity checks
+(`sanity/runner.py`: a check that raises becomes a flag). Certificates
+(`certificates.py`) are compared with the attacks on the same examples.
 """
 
-import time
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from tfrobust.attacks.base import MinimizationAttack
+from tfrobust import _validate
+from tfrobust.evaluation import aggregate
+from tfrobust.evaluation import certificates as cert_lib
 from tfrobust.evaluation import inputs
-from tfrobust.evaluation import result as result_lib
+from tfrobust.evaluation import run
 from tfrobust.evaluation import sanity
+from tfrobust.evaluation.result import EvaluationResult
 
 __all__ = ["RobustAccuracyCurve", "evaluate", "robust_accuracy_curve"]
 
 _SANITY_SUBSET = 100
 
 
-def _norms(delta):
-    flat = delta.reshape(delta.shape[0], -1).astype(np.float64)
-    return {"l1": np.abs(flat).sum(1), "l2": np.sqrt((flat**2).sum(1)), "linf": np.abs(flat).max(1)}
+class _Data(NamedTuple):
+    batches: list
+    y: np.ndarray
+    y_target: object
+    clean_pred: np.ndarray
+    clean_nonfinite: int
+    num_classes: int
+    x: object
+    subset: tuple
+    certified: dict
 
 
-def _run_attack(attack, model, x, y, targeted):
-    """One batch: returns `(x_adv, min_norm or None)` as NumPy arrays."""
-    if not isinstance(attack, MinimizationAttack):
-        return np.asarray(attack(model, x, y, targeted=targeted)), None
-    # One minimization gives both the smallest perturbation and the result
-    # under the budget (as MinimizationAttack.__call__ would return it).
-    res = attack.minimize(model, x, y, targeted=targeted)
-    x_adv = res.x_adv
-    threat = attack.threat
-    if threat is not None:
-        x = tf.convert_to_tensor(x)
-        within = result_lib.inside(np.asarray(threat.norm(x_adv - x)), float(threat.eps))
-        x_adv = tf.where(within.reshape((-1,) + (1,) * (x.shape.rank - 1)), x_adv, x)
-        lo, hi = attack.bounds
-        x_adv = tf.clip_by_value(x + threat.project_with_box(x, x_adv - x, attack.bounds), lo, hi)
-    return np.asarray(x_adv), np.asarray(res.norm)
+def _clean_logits(model, x):
+    logits = tf.convert_to_tensor(model(tf.constant(x)))
+    if logits.shape.rank != 2:
+        raise ValueError(f"Expected the model to return logits [B, K]. Received: shape {tuple(logits.shape)}")
+    if logits.shape[1] < 2:
+        raise ValueError(
+            "Expected the model to return logits of at least 2 classes (one logit can never be "
+            f"misclassified by argmax). Received: shape {tuple(logits.shape)}"
+        )
+    return logits
 
 
-def _predict(model, x):
-    return np.asarray(tf.argmax(model(tf.constant(x)), axis=-1, output_type=tf.int64))
+def _read_data(model, data, *, batch_size, bounds, targets, rng, keep_x, certifiers):
+    """Checks and batches the data, runs the clean pass and the per-batch certifiers."""
+    batches, ys, y_targets, preds, xs, sub_x, sub_y = [], [], [], [], [], [], []
+    certified = {name: [] for name in certifiers}
+    full, offset, num_classes, bad = None, 0, None, 0
+    targeted = targets is not None
+    for xb, yb in inputs.batches(data, batch_size, bounds):
+        if full is None:
+            inputs.check_model_input(model, xb.shape)
+        n = xb.shape[0]
+        full = full or n
+        x_run = inputs.pad(xb, full) if n < full else xb
+        logits = _clean_logits(model, x_run)
+        num_classes = logits.shape[1]
+        pred, nonfinite = run.predictions(logits)
+        inputs.check_labels(yb, num_classes, "data")
+        tb = inputs.batch_targets(targets, yb, num_classes, rng, offset)
+        if targeted:
+            if tb.min() < 0 or tb.max() >= num_classes:
+                raise ValueError(
+                    f"Expected `targets` in [0, {num_classes}). Received: targets in [{tb.min()}, {tb.max()}]"
+                )
+            y_targets.append(tb)
+        y_run = inputs.pad(tb if targeted else yb, full)
+        batches.append(run.Batch(xb, yb, x_run, y_run, n))
+        ys.append(yb)
+        preds.append(pred[:n])
+        bad += int(nonfinite[:n].sum())
+        if keep_x:
+            xs.append(xb)
+        if sum(len(s) for s in sub_y) < _SANITY_SUBSET:
+            sub_x.append(xb)
+            sub_y.append(yb)
+        for name, certify in certifiers.items():
+            certified[name].append(_check_certificate(certify(xb, yb), n, f"certificates[{name!r}]"))
+        offset += n
+    if full is None:
+        raise ValueError("Expected `data` to hold at least one example. Received: an empty dataset")
+    return _Data(
+        batches, np.concatenate(ys), np.concatenate(y_targets) if targeted else None,
+        np.concatenate(preds), bad, int(num_classes), np.concatenate(xs) if keep_x else None,
+        (np.concatenate(sub_x)[:_SANITY_SUBSET], np.concatenate(sub_y)[:_SANITY_SUBSET]),
+        {name: cert_lib.Certificate.concatenate(parts) for name, parts in certified.items()},
+    )
+
+
+def _check_certificate(cert, n, where):
+    if not isinstance(cert, cert_lib.Certificate) or len(cert) != n:
+        raise ValueError(
+            f"Expected {where} to be a Certificate of the {n} examples evaluated. "
+            f"Received: {cert!r}"
+        )
+    return cert
+
+
+def _split_certificates(certificates):
+    """`(given, certifiers)`: ready `Certificate`s and callables `(x, y) -> Certificate`."""
+    if certificates is None:
+        return {}, {}
+    if isinstance(certificates, cert_lib.Certificate) or callable(certificates):
+        certificates = [certificates]
+    items = (list(certificates.items()) if isinstance(certificates, dict)
+             else [(f"certificate-{i + 1}", c) for i, c in enumerate(certificates)])
+    given, certifiers = {}, {}
+    for name, c in items:
+        if isinstance(c, cert_lib.Certificate):
+            given[name] = c
+        elif callable(c):
+            certifiers[name] = c
+        else:
+            raise ValueError(
+                "Expected `certificates` to hold Certificate objects or callables "
+                f"(x, y) -> Certificate. Received: {name}={c!r}"
+            )
+    return given, certifiers
+
+
+def _radii(cert, threats, radii):
+    if radii is not None:
+        return radii
+    eps = sorted({t.eps for t in threats.values() if t.p == cert.p})
+    if eps:
+        return [0.0] + [e for e in eps if e > 0]
+    finite = cert.radius[np.isfinite(cert.radius)]
+    return list(np.linspace(0.0, float(finite.max()) if finite.size else 1.0, 6))
 
 
 def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256,
-             bounds=(0.0, 1.0), seed=0, sanity_checks=True, keep_adversarials=False, verbose=1):
-    """Evaluates a model against attacks: per-example results, worst cases, checks.
+             bounds=(0.0, 1.0), seed=0, sanity_checks=True, keep_adversarials=False,
+             certificates=None, certificate_radii=None, on_attack_result=None, verbose=1):
+    """Evaluates a model against attacks (and certificates): per-example results, checks.
 
     For each attack the examples are attacked with their true labels (or
-    with `targets`); the model's prediction on `x_adv` decides. For each
-    threat `(p, eps)` (the attacks' threats and `threats`), an example is
-    robust only if it is correct clean and no attack judged in norm p (its
-    threat's p, or the `norm_p` of a minimization attack without threat)
-    produced an adversarial example within eps of it: every attack of that
-    threat, attacks of a smaller eps of the same norm, and unbounded
-    minimization attacks through `norm > eps`.
+    with `targets`); the model's prediction on `x_adv` decides, and an
+    `x_adv` where the model's logits are non-finite is never counted as
+    misclassified (the count is reported, and flagged). For each threat
+    (the attacks' threats and `threats`, as `LpBall`s) the worst case over
+    the attacks judged in its norm is reported (see `aggregate`).
 
     Args:
-        model: callable mapping a float32 NHWC batch to logits `[B, K]`.
+        model: callable mapping a float32 NHWC batch to logits `[B, K]`. A
+            model may declare `randomized`, `optimizes_at_inference` and
+            `uses_eot` (see `tfrobust.evaluation`).
         data: `(x, y)` NumPy arrays (x float in `bounds`, y int `[N]`) or a
-            `tf.data.Dataset` of `(x, y)` batches.
-        attacks: dict name -> `Attack`, or a list of attacks (named from
-            class and threat, e.g. "PGD-Linf-0.1").
+            batched `tf.data.Dataset` of `(x, y)`.
+        attacks: dict name -> attack, or a list of attacks (named from
+            class and threat, e.g. "PGD-Linf-0.1"). tfrobust `Attack`s, or
+            callables `(model, x, y, targeted=...) -> x_adv` (kept inside
+            their `threat` ∩ box by the engine).
         threats: optional eps grid: `LpBall`s or `(p, eps)` pairs at which
             to report the worst case too (e.g. for minimization attacks).
         targets: None (untargeted), "random" (a random class other than the
@@ -94,9 +184,18 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
         batch_size: examples per attack call (for array data).
         bounds: `(lo, hi)` input domain; every attack must use it.
         seed: seed of random targets and of the sanity checks' attack.
-        sanity_checks: run the five checks of `tfrobust.evaluation.sanity`
-            (they warn with `RobustnessWarning` and go to the report).
+        sanity_checks: run the checks of `tfrobust.evaluation.sanity`
+            (they warn with `RobustnessWarning` and go to the report; a
+            check that cannot run is reported, never fatal).
         keep_adversarials: keep `x` and each attack's `x_adv` in the result.
+        certificates: optional dict name -> `certificates.Certificate` of
+            the N examples (in data order), or -> callable `(x, y) ->
+            Certificate` run per batch; a list is named "certificate-1"...
+            Each is reported next to the attacks of its norm.
+        certificate_radii: radii of the comparison (default: 0 and the eps
+            of the evaluated threats of the certificate's norm).
+        on_attack_result: optional callable `(AttackResult) -> None` called
+            as each attack finishes (e.g. to write partial results).
         verbose: 0 silent, 1 prints the summary table at the end.
 
     Returns:
@@ -104,9 +203,11 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
 
     Raises:
         ValueError: on a non-callable model, bad data (dtype, shape, NaN,
-            outside bounds), no or non-Attack attacks, attacks with other
-            bounds, a grid threat of a norm no attack is judged in, bad
-            targets or hyper-parameters.
+            outside bounds, an unbatched dataset, images of another shape
+            than the model's input, labels outside the model's classes),
+            no or non-callable attacks, attacks with other bounds, a grid
+            threat of a norm no attack is judged in, bad targets,
+            certificates or hyper-parameters.
     """
     if not callable(model):
         raise ValueError(f"Expected `model` to be a callable returning logits. Received: model={model!r}")
@@ -114,146 +215,43 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
 
     box = Box.coerce(bounds)
     bounds = (box.lo, box.hi)
-    batch_size = inputs.check_int(batch_size, "batch_size", 1)
-    seed = inputs.check_int(seed, "seed", 0)
-    verbose = inputs.check_int(verbose, "verbose", 0)
+    batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
+    seed = _validate.check_int(seed, name="seed", minimum=0)
+    verbose = _validate.check_int(verbose, name="verbose", minimum=0)
+    sanity_checks = _validate.check_bool(sanity_checks, name="sanity_checks")
+    keep_adversarials = _validate.check_bool(keep_adversarials, name="keep_adversarials")
+    if on_attack_result is not None and not callable(on_attack_result):
+        raise _validate.error("on_attack_result", "a callable or None", on_attack_result)
     named = inputs.name_attacks(attacks, bounds)
-    described = {name: inputs.describe(a) for name, a in named.items()}
-    grid = inputs.grid_keys(threats)
-    norms_judged = {d[1] for d in described.values() if d[1] is not None}
-    for p, eps in grid:
-        if p not in norms_judged:
-            raise ValueError(
-                "Expected every threat in `threats` to have an attack judged in its norm. "
-                f"Received: {result_lib.threat_label(p, eps)} with attack norms "
-                f"{sorted(result_lib.p_label(q) for q in norms_judged)}"
-            )
+    grid = inputs.grid(threats)
+    aggregate.check_grid(grid, {inputs.capabilities(a).p for a in named.values()} - {None})
     inputs.check_targets(targets, data)
-    targeted = targets is not None
-    rng = np.random.default_rng(seed)
+    given, certifiers = _split_certificates(certificates)
 
-    store = {name: {"x_adv": [], "pred": [], "min_norm": [], "norms": []} for name in named}
-    seconds = dict.fromkeys(named, 0.0)
-    ys, y_targets, clean_preds, xs = [], [], [], []
-    subset_x, subset_y = [], []
-    full, offset, num_classes = None, 0, None
-    for xb, yb in inputs.batches(data, batch_size, bounds):
-        n = xb.shape[0]
-        full = full or n
-        if n < full:
-            xb_run, yb_run = inputs.pad(xb, full), inputs.pad(yb, full)
-        else:
-            xb_run, yb_run = xb, yb
-        logits = np.asarray(model(tf.constant(xb_run)))
-        if logits.ndim != 2:
-            raise ValueError(f"Expected the model to return logits [B, K]. Received: shape {logits.shape}")
-        num_classes = logits.shape[1]
-        if yb.min() < 0 or yb.max() >= num_classes:
-            raise ValueError(f"Expected labels in [0, {num_classes}). Received: y in [{yb.min()}, {yb.max()}]")
-        tb = inputs.batch_targets(targets, yb, num_classes, rng, offset)
-        if targeted:
-            if tb.min() < 0 or tb.max() >= num_classes:
-                raise ValueError(
-                    f"Expected targets in [0, {num_classes}). Received: targets in [{tb.min()}, {tb.max()}]"
-                )
-            y_targets.append(tb)
-        y_attack = inputs.pad(tb, full) if targeted else yb_run
-        for name, attack in named.items():
-            start = time.perf_counter()
-            x_adv, min_norm = _run_attack(attack, model, tf.constant(xb_run), tf.constant(y_attack), targeted)
-            pred = _predict(model, x_adv)
-            seconds[name] += time.perf_counter() - start
-            entry = store[name]
-            entry["pred"].append(pred[:n])
-            entry["norms"].append(_norms(x_adv[:n] - xb))
-            if min_norm is not None:
-                entry["min_norm"].append(min_norm[:n])
-            if keep_adversarials:
-                entry["x_adv"].append(x_adv[:n])
-        ys.append(yb)
-        clean_preds.append(np.argmax(logits[:n], -1))
-        if keep_adversarials:
-            xs.append(xb)
-        if sum(len(s) for s in subset_y) < _SANITY_SUBSET:
-            subset_x.append(xb)
-            subset_y.append(yb)
-        offset += n
-    if full is None:
-        raise ValueError("Expected `data` to hold at least one example. Received: an empty dataset")
-
-    y = np.concatenate(ys)
-    y_target = np.concatenate(y_targets) if targeted else None
-    clean_pred = np.concatenate(clean_preds)
-    clean = clean_pred == y
-    results = {}
-    for name, attack in named.items():
-        entry, (key, p, steps, black_box) = store[name], described[name]
-        pred = np.concatenate(entry["pred"])
-        if targeted:
-            broken = (pred == y_target) & (y_target != y)
-        else:
-            broken = pred != y
-        norms = {k: np.concatenate([b[k] for b in entry["norms"]]).astype(np.float32)
-                 for k in result_lib.NORM_KEYS}
-        results[name] = result_lib.AttackResult(
-            name=name, config=attack.get_config(), threat=key, p=p,
-            minimization=isinstance(attack, MinimizationAttack), steps=steps, black_box=black_box,
-            broken=broken, robust=clean & ~broken, pred=pred, norms=norms,
-            min_norm=np.concatenate(entry["min_norm"]) if entry["min_norm"] else None,
-            seconds=seconds[name],
-            x_adv=np.concatenate(entry["x_adv"]) if keep_adversarials else None,
-        )
-
-    keys = sorted({d[0] for d in described.values() if d[0] is not None} | set(grid))
-    threat_results = {}
-    for p, eps in keys:
-        robust, per_attack = clean.copy(), {}
-        for name, a in results.items():
-            if a.p != p:
-                continue
-            hit = a.broken_within(p, eps)
-            robust &= ~hit
-            per_attack[name] = float(np.mean(clean & ~hit))
-        t = result_lib.ThreatResult(p, eps, robust, per_attack)
-        threat_results[t.label] = t
-
-    flags = []
-    if sanity_checks:
-        flags = _sanity(model, named, results, threat_results, described,
-                        np.concatenate(subset_x)[:_SANITY_SUBSET],
-                        np.concatenate(subset_y)[:_SANITY_SUBSET], bounds, seed)
-    result = result_lib.EvaluationResult(
-        y=y, y_target=y_target, clean_pred=clean_pred, attacks=results, threats=threat_results,
-        sanity_flags=flags, sanity_checks_run=bool(sanity_checks), num_classes=int(num_classes),
-        bounds=bounds, x=np.concatenate(xs) if keep_adversarials else None,
+    d = _read_data(model, data, batch_size=batch_size, bounds=bounds, targets=targets,
+                   rng=np.random.default_rng(seed), keep_x=keep_adversarials, certifiers=certifiers)
+    for name, cert in given.items():
+        _check_certificate(cert, d.y.shape[0], f"certificates[{name!r}]")
+    clean = d.clean_pred == d.y
+    results = run.run_attacks(model, named, d.batches, y=d.y, y_target=d.y_target, clean=clean,
+                              bounds=bounds, keep_adversarials=keep_adversarials,
+                              on_result=on_attack_result)
+    result = EvaluationResult(
+        y=d.y, y_target=d.y_target, clean_pred=d.clean_pred, attacks=results,
+        threats=aggregate.per_threat(results, clean, grid), sanity_flags=[],
+        sanity_checks_run=sanity_checks, num_classes=d.num_classes, bounds=bounds, x=d.x,
     )
+    for name, cert in {**given, **d.certified}.items():
+        result.certificates[name] = cert_lib.compare(
+            name, cert, d.y, _radii(cert, result.threats, certificate_radii),
+            adversarial_norm=result.adversarial_norm(cert.p), clean_correct=clean)
+    if sanity_checks:
+        result.sanity_flags = sanity.run_checks(
+            model, named.values(), results, result.threats, *d.subset, bounds=bounds, seed=seed,
+            clean_nonfinite=d.clean_nonfinite, certificates=result.certificates.values())
     if verbose:
         print(result.summary())
     return result
-
-
-def _sanity(model, named, results, threat_results, described, x, y, bounds, seed):
-    flags = [
-        sanity.check_randomness(model, x, attacks=list(named.values())),
-        sanity.check_gradients(model, x, y),
-    ]
-    budget, everyone = [], []
-    for t in threat_results.values():
-        for name in t.per_attack:
-            key, _, steps, black_box = described[name]
-            record = sanity.AttackRecord(name, (t.p, t.eps), t.per_attack[name], steps, black_box)
-            # Attacks of exactly this threat compete; so do unbounded
-            # minimization attacks of its norm, but only against black-box
-            # ones: a minimal-norm search (DeepFool, C&W) may legitimately
-            # lose to FGSM at a given eps, since it does not spend the budget.
-            if key == (t.p, t.eps):
-                budget.append(record)
-            if key is None or key == (t.p, t.eps):
-                everyone.append(record)
-    flags.append(sanity.check_one_step_vs_iterative(budget))
-    flags.append(sanity.check_black_box_vs_white_box(everyone))
-    flags.append(sanity.check_large_eps(model, x, y, bounds=bounds, seed=seed))
-    return [f for f in flags if f is not None]
 
 
 class RobustAccuracyCurve(NamedTuple):

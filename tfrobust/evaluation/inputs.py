@@ -1,71 +1,138 @@
-"""Input handling of the engine: attack names and kinds, data batches, targets."""
+"""Input handling of the engine: attack names and capabilities, data batches, targets.
+
+Capabilities are read from what attacks and models *declare* (never guessed
+from other attribute names):
+
+- an attack (`tfrobust.attacks.base.Attack`) declares `black_box`,
+  `uses_eot`, `randomized` and `steps`; an attack that wraps another
+  (`Restarts`, `TransferAttack`) exposes it as `attack`, and the wrapped
+  attack's `steps` and flags count too. Attacks that are not tfrobust
+  `Attack`s (any callable `(model, x, y, targeted=...) -> x_adv`) get the
+  defaults `black_box=False`, `uses_eot=False`, `randomized=False`,
+  `steps=None`, `threat=None` unless they declare these attributes.
+- a model may declare `randomized`, `optimizes_at_inference` and `uses_eot`
+  (bools, default False); see `tfrobust.evaluation` for the protocol.
+"""
+
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import MinimizationAttack
-from tfrobust.evaluation import result as result_lib
+from tfrobust.evaluation import labels
 
-__all__ = ["batch_targets", "batches", "check_batch", "check_int", "check_targets", "default_name",
-           "describe", "grid_keys", "name_attacks", "pad", "threat_key"]
+__all__ = ["Capabilities", "batch_targets", "batches", "capabilities", "check_batch",
+           "check_model_input", "check_targets", "default_name", "grid", "model_flag",
+           "name_attacks", "pad", "threat_of"]
 
-
-def check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
+# Defaults of the declared attack attributes, for callables that declare none.
+_ATTACK_DEFAULTS = {"black_box": False, "uses_eot": False, "randomized": False, "steps": None}
 
 
-def threat_key(threat):
+class Capabilities(NamedTuple):
+    """What an attack declares, looking through wrappers.
+
+    Attributes:
+        threat: its threat as a canonical `LpBall`, or None.
+        p: the norm it is judged in (threat's p, a minimization attack's
+            `norm_p`), or None.
+        steps: iterations (the outermost declared value), or None.
+        black_box, uses_eot, randomized: declared flags (any wrapper level).
+    """
+
+    threat: object
+    p: object
+    steps: object
+    black_box: bool
+    uses_eot: bool
+    randomized: bool
+
+
+def model_flag(model, name):
+    """A model's declared flag (`randomized`, `optimizes_at_inference`, `uses_eot`).
+
+    Models are any callables, so an undeclared flag reads as False; a
+    declared one must be a real bool (a tensor or a string is refused).
+    """
+    value = getattr(model, name, False)
+    if callable(value) and not isinstance(value, (bool, np.bool_)):
+        return False  # e.g. a method of the same name on a Keras object, not a flag
+    return _validate.check_bool(value, name=f"model.{name}")
+
+
+def threat_of(attack):
+    """The canonical `LpBall` of an attack's threat, or None.
+
+    Raises:
+        ValueError: for a threat without `p` and `eps`.
+    """
+    threat = getattr(attack, "threat", None)
+    if threat is None:
+        return None
     p, eps = getattr(threat, "p", None), getattr(threat, "eps", None)
     if p is None or eps is None:
-        return None
-    return (float(p), float(eps))
-
-
-def describe(attack):
-    """`(threat key, p, steps, black_box)` of an attack (looking through wrappers)."""
-    key = None if attack.threat is None else threat_key(attack.threat)
-    if attack.threat is not None and key is None:
         raise ValueError(
             "Expected every attack's threat to have `p` and `eps` (e.g. an LpBall). "
-            f"Received: threat={attack.threat!r}"
+            f"Received: threat={threat!r}"
         )
-    p = key[0] if key else (float(attack.norm_p) if isinstance(attack, MinimizationAttack) else None)
-    inner, steps, black_box = attack, None, False
-    while inner is not None:
-        steps = steps if steps is not None else getattr(inner, "steps", None)
-        black_box = black_box or bool(getattr(inner, "black_box", False))
+    return labels.ball(p, eps)
+
+
+def capabilities(attack):
+    """The `Capabilities` an attack declares (see the module docstring)."""
+    threat = threat_of(attack)
+    if threat is not None:
+        p = threat.p
+    elif isinstance(attack, MinimizationAttack):
+        p = _validate.check_p(attack.norm_p, name="norm_p")
+    else:
+        p = None
+    found = dict(_ATTACK_DEFAULTS)
+    inner, seen = attack, set()
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        for key, default in _ATTACK_DEFAULTS.items():
+            value = getattr(inner, key, default)
+            if key == "steps":
+                found[key] = found[key] if found[key] is not None else value
+            else:
+                found[key] = found[key] or bool(value)
         inner = getattr(inner, "attack", None)
-    return key, p, steps, black_box
+    steps = found["steps"]
+    steps = None if steps is None else _validate.check_int(steps, name="steps", minimum=1)
+    return Capabilities(threat, p, steps, found["black_box"], found["uses_eot"], found["randomized"])
 
 
 def default_name(attack):
     name = type(attack).__name__
-    if attack.threat is not None and threat_key(attack.threat):
-        p, eps = threat_key(attack.threat)
-        name += f"-{result_lib.p_label(p)}-{eps:g}"
+    threat = threat_of(attack)
+    if threat is not None:
+        name += f"-{labels.p_label(threat.p)}-{threat.eps:g}"
     return name
 
 
 def name_attacks(attacks, bounds):
-    if isinstance(attacks, Attack):
+    """dict unique name -> attack, checking every attack is callable and uses `bounds`."""
+    if isinstance(attacks, Attack) or (callable(attacks) and not isinstance(attacks, (dict, list, tuple))):
         attacks = [attacks]
     items = list(attacks.items()) if isinstance(attacks, dict) else [(None, a) for a in attacks]
     if not items:
         raise ValueError("Expected at least one attack. Received: attacks=empty")
     named = {}
     for name, attack in items:
-        if not isinstance(attack, Attack):
+        if not callable(attack) or isinstance(attack, (str, bytes, type)):
             raise ValueError(
-                "Expected `attacks` to hold tfrobust Attack instances. "
-                f"Received: {name or 'an item'}={attack!r}"
+                "Expected `attacks` to hold tfrobust Attack instances (or attack callables "
+                f"(model, x, y, targeted=...) -> x_adv). Received: {name or 'an item'}={attack!r}"
             )
-        if tuple(attack.bounds) != tuple(bounds):
+        attack_bounds = getattr(attack, "bounds", None)
+        if attack_bounds is not None and tuple(float(b) for b in attack_bounds) != tuple(bounds):
             raise ValueError(
                 f"Expected every attack to use bounds={bounds}. "
-                f"Received: {name or type(attack).__name__} with bounds={attack.bounds}"
+                f"Received: {name or type(attack).__name__} with bounds={attack_bounds}"
             )
         if name is not None and not (isinstance(name, str) and name):
             raise ValueError(f"Expected attack names to be non-empty strings. Received: {name!r}")
@@ -77,22 +144,52 @@ def name_attacks(attacks, bounds):
     return named
 
 
-def grid_keys(threats):
-    keys = []
+def grid(threats):
+    """The canonical `LpBall`s of `threats` (LpBalls or `(p, eps)` pairs)."""
+    balls = []
     for threat in threats or ():
-        key = threat_key(threat) if not isinstance(threat, (tuple, list)) else None
-        if key is None and isinstance(threat, (tuple, list)) and len(threat) == 2:
-            from tfrobust.threats import LpBall  # Validates p and eps.
-
-            ball = LpBall(*threat)
-            key = (float(ball.p), ball.eps)
-        if key is None:
+        if isinstance(threat, (tuple, list)) and len(threat) == 2:
+            balls.append(labels.ball(*threat))  # LpBall validates p and eps.
+            continue
+        if isinstance(threat, (str, bytes, tuple, list)) or getattr(threat, "p", None) is None \
+                or getattr(threat, "eps", None) is None:
             raise ValueError(
-                "Expected `threats` to hold LpBall objects or (p, eps) pairs. "
-                f"Received: {threat!r}"
+                f"Expected `threats` to hold LpBall objects or (p, eps) pairs. Received: {threat!r}"
             )
-        keys.append(key)
-    return keys
+        balls.append(labels.ball(threat.p, threat.eps))
+    return balls
+
+
+def _shape_text(shape):
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def model_input_shape(model):
+    """The model's per-example input shape where it is known (Keras models), else None."""
+    try:
+        shape = getattr(model, "input_shape", None)
+    except (AttributeError, ValueError):  # an unbuilt Keras model
+        return None
+    if isinstance(shape, tuple) and shape and all(d is None or isinstance(d, int) for d in shape):
+        return shape[1:]
+    return None
+
+
+def check_model_input(model, x_shape):
+    """Refuses data whose example shape differs from the model's declared input.
+
+    Raises:
+        ValueError: e.g. "model input 8x8x1 vs data 28x28x1".
+    """
+    expected = model_input_shape(model)
+    got = tuple(x_shape[1:])
+    if expected is None:
+        return
+    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise ValueError(
+            "Expected `data` images of the model's input shape. Received: model input "
+            f"{_shape_text(expected)} vs data {_shape_text(got)}"
+        )
 
 
 def check_batch(x, y, bounds, where):
@@ -117,15 +214,28 @@ def check_batch(x, y, bounds, where):
     return np.clip(x.astype(np.float32), lo, hi), y.astype(np.int64)
 
 
+def _check_dataset(data):
+    spec = data.element_spec
+    if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+        raise ValueError(
+            "Expected `data` to yield (x, y) batches. "
+            f"Received: a dataset with element_spec={spec!r}"
+        )
+    x_spec, y_spec = spec
+    if getattr(y_spec, "shape", None) is not None and y_spec.shape.rank == 0:
+        raise ValueError(
+            "Expected `data` to be a batched tf.data.Dataset of (x [B, ...], y [B]): the "
+            "dataset is not batched (call .batch(n)). "
+            f"Received: element shapes x={tuple(x_spec.shape)}, y=()"
+        )
+
+
 def batches(data, batch_size, bounds):
+    """Yields checked `(x, y)` NumPy batches of `data` (arrays or a batched dataset)."""
     if isinstance(data, tf.data.Dataset):
-        for i, element in enumerate(data):
-            if not isinstance(element, (tuple, list)) or len(element) != 2:
-                raise ValueError(
-                    "Expected `data` to yield (x, y) batches. "
-                    f"Received: an element of type {type(element).__name__}"
-                )
-            yield check_batch(element[0].numpy(), element[1].numpy(), bounds, f"data batch {i}")
+        _check_dataset(data)
+        for i, (xb, yb) in enumerate(data):
+            yield check_batch(xb.numpy(), yb.numpy(), bounds, f"data batch {i}")
         return
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
@@ -141,6 +251,14 @@ def pad(a, size):
     """Repeats a batch's own examples up to `size` rows (reuses the compiled trace)."""
     reps = -(-size // a.shape[0])
     return np.concatenate([a] * reps)[:size]
+
+
+def check_labels(y, num_classes, name):
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(
+            f"Expected the labels of `{name}` in [0, {num_classes}) (the model has {num_classes} "
+            f"classes). Received: {name} labels in [{y.min()}, {y.max()}]"
+        )
 
 
 def batch_targets(targets, y, num_classes, rng, offset):

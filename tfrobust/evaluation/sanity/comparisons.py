@@ -3,6 +3,7 @@
 from tfrobust.evaluation.sanity.flags import AttackRecord
 from tfrobust.evaluation.sanity.flags import SanityFlag
 from tfrobust.evaluation.sanity.flags import emit as _emit
+from tfrobust.evaluation.sanity.flags import threat_key
 from tfrobust.evaluation.sanity.flags import threat_text as _threat_label
 
 __all__ = ["check_black_box_vs_white_box", "check_one_step_vs_iterative"]
@@ -16,8 +17,7 @@ def _by_threat(records):
     groups = {}
     for record in records:
         record = AttackRecord(*record) if not isinstance(record, AttackRecord) else record
-        p, eps = record.threat
-        groups.setdefault((float(p), float(eps)), []).append(record)
+        groups.setdefault(threat_key(record.threat), []).append(record)
     return groups
 
 

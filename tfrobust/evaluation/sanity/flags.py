@@ -3,9 +3,9 @@
 import warnings
 from typing import NamedTuple
 
-import numpy as np
+from tfrobust.evaluation import labels
 
-__all__ = ["AttackRecord", "RobustnessWarning", "SanityFlag", "emit", "threat_text"]
+__all__ = ["AttackRecord", "RobustnessWarning", "SanityFlag", "emit", "threat_key", "threat_text"]
 
 
 class RobustnessWarning(UserWarning):
@@ -17,7 +17,10 @@ class SanityFlag(NamedTuple):
 
     Attributes:
         check: short identifier: "randomness", "gradients",
-            "one_step_vs_iterative", "black_box_vs_white_box" or "large_eps".
+            "one_step_vs_iterative", "black_box_vs_white_box", "large_eps",
+            "dynamic", "nonfinite" or "certified_vs_empirical". A check
+            that raised is reported under its own name with a message
+            starting "check could not run:".
         message: what was observed.
         remedy: what to do about it.
         details: JSON-able dict of the measured quantities.
@@ -38,7 +41,7 @@ class AttackRecord(NamedTuple):
 
     Attributes:
         name: the attack's name in the evaluation.
-        threat: `(p, eps)` with p in {1, 2, np.inf}.
+        threat: an `LpBall`, or `(p, eps)` with p in {1, 2, np.inf}.
         robust_accuracy: fraction of examples classified correctly both
             clean and under this attack, for this threat.
         steps: the attack's number of iterations (`None` if it has none);
@@ -60,6 +63,12 @@ def emit(flag, warn):
     return flag
 
 
+def threat_key(threat):
+    """The canonical `LpBall` of an `LpBall` or a `(p, eps)` pair."""
+    if isinstance(threat, (tuple, list)):
+        return labels.ball(*threat)
+    return labels.ball(threat.p, threat.eps)
+
+
 def threat_text(threat):
-    p, eps = threat
-    return f"{'Linf' if p == np.inf else f'L{int(p)}'} eps={eps:g}"
+    return labels.threat_label(threat_key(threat))

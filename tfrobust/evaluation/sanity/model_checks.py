@@ -5,6 +5,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.evaluation.sanity.flags import SanityFlag
 from tfrobust.evaluation.sanity.flags import emit as _emit
 
@@ -37,36 +38,47 @@ def _labels(model, x, y):
 # 1. Randomness without EoT.
 
 
-def uses_eot(model, attacks=()):
-    """Whether the evaluation averages a random model over draws (EoT).
+def _declares(model, name):
+    """Whether `model` or one of its Keras sub-layers declares the flag `name`."""
+    from tfrobust.evaluation.inputs import model_flag
 
-    True when `model` is a `tfrobust.models.wrappers.EoT`, a Keras model
-    containing one, or when an attack declares `uses_eot = True` (an attack
-    that averages gradients over the model's randomness itself).
-    """
-    from tfrobust.models.wrappers import EoT  # Sibling package, loaded on use.
-
-    if isinstance(model, EoT):
-        return True
     stack, seen = [model], set()
     while stack:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, EoT):
+        if model_flag(layer, name):
             return True
         stack.extend(getattr(layer, "layers", None) or [])
-    for attack in attacks:
-        while attack is not None:
-            if getattr(attack, "uses_eot", False):
-                return True
-            attack = getattr(attack, "attack", None)  # Restarts-style wrappers.
     return False
 
 
+def uses_eot(model, attacks=()):
+    """Whether the evaluation averages a random model over draws (EoT).
+
+    True when the model (or a Keras sub-layer of it) declares
+    `uses_eot = True` (as `tfrobust.models.wrappers.EoT` does), or when an
+    attack declares `uses_eot = True` (an attack that averages gradients
+    over the model's randomness itself, e.g. `APGD(eot_samples=n)`; a
+    wrapper attack counts through the attack it wraps).
+    """
+    from tfrobust.evaluation.inputs import capabilities
+    from tfrobust.models.wrappers import EoT  # Sibling package, loaded on use.
+
+    # EoT declares uses_eot; the isinstance test keeps EoT layers of a
+    # wrappers module that predates the declaration recognised.
+    if _declares(model, "uses_eot") or isinstance(model, EoT) or any(
+            isinstance(layer, EoT) for layer in getattr(model, "layers", None) or []):
+        return True
+    return any(capabilities(attack).uses_eot for attack in attacks)
+
+
 def check_randomness(model, x, *, attacks=(), rtol=1e-5, atol=1e-6, warn=True):
-    """Flags a random model (two identical calls disagree) evaluated without EoT.
+    """Flags a random model evaluated without EoT.
+
+    A model is random when two identical calls disagree, or when it (or a
+    Keras sub-layer) declares `randomized = True`.
 
     A randomized defense evaluated by attacks that follow one random draw of
     its gradient looks more robust than it is (Athalye et al. 2018, Sec. 4.1).
@@ -87,18 +99,20 @@ def check_randomness(model, x, *, attacks=(), rtol=1e-5, atol=1e-6, warn=True):
     x = _as_batch(x)
     first = np.asarray(model(x), np.float64)
     second = np.asarray(model(x), np.float64)
-    if np.allclose(first, second, rtol=rtol, atol=atol) or uses_eot(model, attacks):
+    declared = _declares(model, "randomized")
+    if (np.allclose(first, second, rtol=rtol, atol=atol) and not declared) or uses_eot(model, attacks):
         return None
     spread = float(np.max(np.abs(first - second)))
     changed = float(np.mean(np.argmax(first, -1) != np.argmax(second, -1)))
     return _emit(SanityFlag(
         "randomness",
-        f"The model is random: two identical calls differ by up to {spread:.3g} in "
-        f"the logits ({100 * changed:.1f}% of predictions change), and no attack "
-        "uses expectation over transformation.",
+        ("The model declares randomized=True" if declared else "The model is random") +
+        f": two identical calls differ by up to {spread:.3g} in the logits "
+        f"({100 * changed:.1f}% of predictions change), and no attack uses expectation "
+        "over transformation.",
         "wrap the model in EoT(model, n=...) (tfrobust.models.wrappers.EoT) so the "
         "attacks follow the expected gradient, and evaluate with several draws.",
-        {"max_logit_difference": spread, "prediction_change_rate": changed},
+        {"max_logit_difference": spread, "prediction_change_rate": changed, "declared": declared},
     ), warn)
 
 
@@ -222,8 +236,7 @@ def check_large_eps(model, x, y=None, *, bounds=(0.0, 1.0), p=np.inf, n_examples
     from tfrobust import threats  # Sibling modules, loaded on use.
     from tfrobust.attacks.pgd import PGD
 
-    if isinstance(n_examples, bool) or not isinstance(n_examples, (int, np.integer)) or n_examples < 1:
-        raise ValueError(f"Expected `n_examples` >= 1. Received: n_examples={n_examples!r}")
+    n_examples = _validate.check_int(n_examples, name="n_examples", minimum=1)
     if not 0.0 <= float(threshold) < 1.0:
         raise ValueError(f"Expected `threshold` in [0, 1). Received: threshold={threshold!r}")
     x = _as_batch(x)[:n_examples]
