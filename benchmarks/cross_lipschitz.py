@@ -13,20 +13,16 @@
 """
 
 import os
-import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import tensorflow as tf  # noqa: E402
-
-from tfrobust import data, models, regularizers, training  # noqa: E402
-from tfrobust.attacks.boxed_linear import BoxedLinearL2  # noqa: E402
-from tfrobust.attacks.carlini_wagner import CarliniWagnerL2  # noqa: E402
-from tfrobust.training import steps as steps_lib  # noqa: E402
+from tfrobust import data, models, regularizers, training
+from tfrobust.attacks.boxed_linear import BoxedLinearL2
+from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
+from tfrobust.training import steps as steps_lib
 
 flags.DEFINE_string("data_dir", None, "Local MNIST files (default: $TFROBUST_DATA_DIR, else digits).")
 flags.DEFINE_integer("batch_size", 128, "Training batch size.")
