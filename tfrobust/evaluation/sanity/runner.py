@@ -35,8 +35,11 @@ def guarded(name, check, *, warn=True):
         return check()
     except Exception as err:  # noqa: BLE001 - any failure of a check is reported, never fatal
         reason = f"{type(err).__name__}: {err}".strip()
-        first_line = reason.splitlines()[0] if reason else type(err).__name__
-        return emit(SanityFlag(name, f"check could not run: {first_line}", _COULD_NOT_RUN_REMEDY,
+        # TensorFlow's errors from compiled code open with "in user code:"
+        # and a stack; the cause is the last line.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        text = f"{type(err).__name__}: {lines[-1]}" if lines else type(err).__name__
+        return emit(SanityFlag(name, f"check could not run: {text}", _COULD_NOT_RUN_REMEDY,
                                {"error": type(err).__name__, "reason": reason[:2000]}), warn)
 
 
