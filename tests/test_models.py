@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfrobust import layers, models
+from tfrobust import models
 from tfrobust.layers import ScaledSoftplus
 
 
