@@ -176,7 +176,7 @@ def test_bad_constructor_arguments():
         _Shift(0.0, threat="linf")
     with pytest.raises(ValueError, match="eps"):
         threats.LpBall(np.inf, -0.1)
-    with pytest.raises(ValueError, match="p in"):
+    with pytest.raises(ValueError, match="`p` to be one of"):
         threats.LpBall(3, 0.1)
 
 

@@ -1,4 +1,7 @@
-"""Tests of the box-constrained linear step and the minimal-L2 attack."""
+"""Tests of the box-constrained linear step and the minimal-L2 attack.
+
+The boxed-linear training transform is tested in test_transforms.py.
+"""
 
 import keras
 import numpy as np
@@ -10,10 +13,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from tfrobust import models
-from tfrobust.attacks.boxed_linear_training import BoxedLinearAdversarialTransform
 from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
-from tfrobust.attacks.boxed_linear_training import boxed_linear_training_step
 
 
 def reference_step(x, v, c, lo=0.0, hi=1.0):
@@ -250,35 +251,3 @@ def test_attack_bad_arguments(mlp):
     with pytest.raises(ValueError, match="non-empty"):
         attack.minimize(mlp, x[:0])
 
-
-def test_training_step_partial_move_on_linear_model():
-    model, w, b = _linear_model(1)
-    x = np.random.default_rng(8).uniform(0.3, 0.7, size=(8, 4, 4, 1)).astype("float32")
-    margin = x.reshape(8, -1) @ w + b
-    x_adv = boxed_linear_training_step(model, x, seed=0).numpy()
-    assert np.all((x_adv >= 0) & (x_adv <= 1))
-    new_margin = x_adv.reshape(8, -1) @ w + b
-    # c·U[0,1): a random fraction of the way to the boundary, never across.
-    assert np.all(np.sign(new_margin) == np.sign(margin))
-    assert np.all(np.abs(new_margin) <= np.abs(margin) + 1e-5)
-    assert np.any(np.abs(new_margin) < np.abs(margin) - 1e-3)
-
-
-def test_adversarial_transform_replaces_first_half_in_tf_function(mlp):
-    x = np.random.default_rng(9).uniform(size=(7, 4, 4, 1)).astype("float32")
-    y = np.arange(7) % 5
-    transform = BoxedLinearAdversarialTransform(alpha_adv=0.5, seed=1)
-    x_out, y_out = tf.function(lambda x, y: transform(mlp, x, y))(x, y)
-    changed = np.abs(x_out.numpy() - x).reshape(7, -1).max(-1) > 0
-    n_adv = round(0.5 * 7)
-    assert not changed[n_adv:].any()
-    assert changed[:n_adv].sum() >= n_adv - 1
-    np.testing.assert_array_equal(y_out.numpy(), y)
-    assert np.all((x_out.numpy() >= 0) & (x_out.numpy() <= 1))
-    # The same seed gives the same draw eagerly and compiled.
-    eager = BoxedLinearAdversarialTransform(alpha_adv=0.5, seed=1)(mlp, x, y)[0]
-    np.testing.assert_allclose(eager.numpy(), x_out.numpy(), atol=1e-6)
-    again = BoxedLinearAdversarialTransform.from_config(transform.get_config())
-    assert again.get_config() == transform.get_config()
-    with pytest.raises(ValueError, match="alpha_adv"):
-        BoxedLinearAdversarialTransform(alpha_adv=1.5)

@@ -123,17 +123,30 @@ class Momentum(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction folded into the step size,
-    as TF1's `AdamOptimizer` and the C&W reference compute it:
+    """Adam (Kingma & Ba 2015).
+
+    By default the bias correction is folded into the step size, as Keras,
+    TF1's `AdamOptimizer` and the C&W reference compute it:
     `p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`.
+    With `folded=False` it is the paper's Algorithm 1 (as the SPSA reference
+    computes it): `p <- p - lr * m_hat / (sqrt(v_hat) + eps)` with
+    `m_hat = m / (1 - b1^t)`, `v_hat = v / (1 - b2^t)`. The two differ only
+    in where `eps` acts (it is `eps * sqrt(1 - b2^t)` in the folded form).
 
     The state is `(t, m, v)` with a scalar step count `t`; under a `mask`
     frozen entries keep `m` and `v`, and `t` counts the loop's steps (as in
     the C&W reference, where stopped examples simply stop changing).
+
+    Args:
+        learning_rate: step size (> 0).
+        beta_1, beta_2: moment decays in [0, 1).
+        epsilon: the denominator's guard (> 0).
+        folded: the bias-correction form (see above).
     """
 
-    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, folded=True):
         super().__init__(learning_rate)
+        self.folded = _validate.check_bool(folded, name="folded")
         self.beta_1 = _validate.check_float(beta_1, name="beta_1", minimum=0.0, maximum=1.0,
                                             exclusive_maximum=True)
         self.beta_2 = _validate.check_float(beta_2, name="beta_2", minimum=0.0, maximum=1.0,
@@ -149,10 +162,18 @@ class Adam(_Optimizer):
         b1, b2 = self.beta_1, self.beta_2
         m = _map(lambda m_, g: b1 * m_ + (1.0 - b1) * g, m, grads)
         v = _map(lambda v_, g: b2 * v_ + (1.0 - b2) * tf.square(g), v, grads)
-        scale = self.learning_rate * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
+        if self.folded:
+            scale = self.learning_rate * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
 
-        def move(p, m_, v_):
-            return p - tf.cast(scale, p.dtype) * m_ / (tf.sqrt(v_) + self.epsilon)
+            def move(p, m_, v_):
+                return p - tf.cast(scale, p.dtype) * m_ / (tf.sqrt(v_) + self.epsilon)
+        else:
+            c1, c2 = 1.0 - tf.pow(b1, t), 1.0 - tf.pow(b2, t)
+
+            def move(p, m_, v_):
+                m_hat = m_ / tf.cast(c1, m_.dtype)
+                v_hat = v_ / tf.cast(c2, v_.dtype)
+                return p - self.learning_rate * (m_hat / (tf.sqrt(v_hat) + self.epsilon))
 
         return _map(move, params, m, v), (t, m, v)
 
@@ -162,7 +183,8 @@ class Adam(_Optimizer):
         return (t, _map(keep, m, m_old), _map(keep, v, v_old))
 
     def get_config(self):
-        return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon,
+                    folded=self.folded)
 
 
 _BY_NAME = {"sgd": SGD, "momentum": Momentum, "adam": Adam}

@@ -16,28 +16,67 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Box", "LpBall"]
+from tfrobust import _validate
+
+__all__ = ["Box", "LpBall", "CONTAINS_ATOL", "CONTAINS_RTOL", "within_eps"]
+
+# THE budget tolerance of the library ("inside the ball"): a perturbation of
+# norm n is inside an eps-ball when n <= eps * (1 + CONTAINS_RTOL) +
+# CONTAINS_ATOL. The exact float64 projections come back to float32 with a
+# relative error of ~1e-7 per coordinate, which sums to well under 1e-5 on
+# image-sized inputs; the absolute term covers eps = 0 and norms of exact
+# zeros computed from rounded differences x_adv - x (1e-6 is far below one
+# intensity level, 1/255).
+CONTAINS_RTOL = 1e-5
+CONTAINS_ATOL = 1e-6
 
 # The projections accumulate sums over every coordinate of an example, which
 # float32 does to only ~1e-3 relative accuracy on CIFAR-sized inputs, so they
 # run in float64 and cast back.
 _SWEEP_DTYPE = tf.float64
 
-_P_ALIASES = {"1": 1, "l1": 1, "2": 2, "l2": 2, "inf": np.inf, "linf": np.inf, "l_inf": np.inf}
+
+
+def within_eps(norms, eps):
+    """Whether per-example `norms` are within the budget `eps` (the one slack).
+
+    `norms <= eps * (1 + CONTAINS_RTOL) + CONTAINS_ATOL`, elementwise. Works
+    on NumPy arrays (returns a bool array) and on tensors (returns a bool
+    tensor); `LpBall.contains` is this test applied to `LpBall.norm`.
+
+    Args:
+        norms: float array or tensor of norms, any shape.
+        eps: the radius, a float >= 0.
+    """
+    limit = float(eps) * (1.0 + CONTAINS_RTOL) + CONTAINS_ATOL
+    if isinstance(norms, (tf.Tensor, tf.Variable)):
+        return norms <= tf.constant(limit, norms.dtype)
+    return np.asarray(norms) <= limit
 
 
 def _finite_real(value, name):
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.generic)) \
-            or not math.isfinite(float(value)):
-        raise ValueError(f"Expected {name} to be a finite real number. Received: {name}={value!r}")
-    return float(value)
+    return _validate.check_float(value, name=name)
 
 
 def _non_negative(value, name):
-    value = _finite_real(value, name)
-    if value < 0:
-        raise ValueError(f"Expected {name} to be finite and >= 0. Received: {name}={value!r}")
-    return value
+    return _validate.check_float(value, name=name, minimum=0.0)
+
+
+def _check_no_nan(value, name):
+    """Refuses NaN entries: eagerly a ValueError, in graphs an assertion.
+
+    A NaN would silently propagate through every projection (clip, rescale,
+    sort) and come back as a "perturbation" inside no ball at all.
+    """
+    message = (f"Expected `{name}` to contain no NaN (a NaN gradient or iterate upstream?). "
+               f"Received: {name} containing NaN")
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(tf.math.is_nan(value))):
+            raise ValueError(message)
+        return value
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(tf.math.is_nan(value))), [message])]):
+        return tf.identity(value)
 
 
 def _float_tensor(value, name, dtype=None):
@@ -160,15 +199,11 @@ class LpBall(_ConfigValue):
         self.eps = _non_negative(eps, "eps")
         self.l1_sparsity = _non_negative(l1_sparsity, "l1_sparsity")
         if self.l1_sparsity > 1:
-            raise ValueError(f"Expected l1_sparsity in [0, 1]. Received: l1_sparsity={l1_sparsity!r}")
+            raise _validate.error("l1_sparsity", "a finite real number in [0, 1]", l1_sparsity)
 
     @staticmethod
     def _parse_p(p):
-        if isinstance(p, str) and p.strip().lower() in _P_ALIASES:
-            return _P_ALIASES[p.strip().lower()]
-        if not isinstance(p, (bool, str)) and isinstance(p, (numbers.Real, np.generic)) and float(p) in (1, 2, np.inf):
-            return np.inf if float(p) == np.inf else int(p)
-        raise ValueError(f"Expected p in {{1, 2, inf}}. Received: p={p!r}")
+        return _validate.check_p(p, name="p")
 
     @property
     def dual_p(self):
@@ -176,8 +211,25 @@ class LpBall(_ConfigValue):
         return {1: np.inf, 2: 2, np.inf: 1}[self.p]
 
     def norm(self, delta):
-        """Per-example p-norm of `delta`, shape [B]."""
+        """Per-example p-norm of `delta`, shape [B]: the library's one norm.
+
+        The L2 norm is computed after dividing by the largest |entry|, so it
+        neither underflows on tiny nor overflows on huge perturbations.
+        """
         return _lp_norm(_float_tensor(delta, "delta"), self.p)
+
+    def contains(self, delta):
+        """Whether each example of `delta` lies in the ball, bool `[B]`.
+
+        THE budget test of the library: `norm(delta) <= eps * (1 +
+        CONTAINS_RTOL) + CONTAINS_ATOL` (see `within_eps`), the slack that
+        float32 rounding of the exact projections needs. Returns a tensor
+        (eagerly an `EagerTensor`; use `.numpy()` for an array).
+
+        Args:
+            delta: float tensor `[B, ...]`.
+        """
+        return within_eps(self.norm(delta), self.eps)
 
     def dual_norm(self, grad):
         """Per-example dual norm `||grad||_q` (the value `<grad, d>` reaches for the exact steepest direction)."""
@@ -196,7 +248,7 @@ class LpBall(_ConfigValue):
         Returns:
             A tensor like `delta`.
         """
-        delta = _float_tensor(delta, "delta")
+        delta = _check_no_nan(_float_tensor(delta, "delta"), "delta")
         if self.p == np.inf:
             return tf.clip_by_value(delta, -tf.constant(self.eps, delta.dtype), tf.constant(self.eps, delta.dtype))
         flat = _flatten(delta)
@@ -243,6 +295,8 @@ class LpBall(_ConfigValue):
         delta = _float_tensor(delta, "delta")
         x = _float_tensor(x, "x", dtype=delta.dtype)
         _check_same_shape(x, delta, "x", "delta")
+        delta = _check_no_nan(delta, "delta")
+        x = _check_no_nan(x, "x")
         box = Box.coerce(bounds)
         dt = delta.dtype
         lo_d = tf.minimum(tf.constant(box.lo, dt) - x, 0)

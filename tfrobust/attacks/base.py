@@ -16,38 +16,53 @@ x_adv = attack(model, x)                      # untargeted, y = model's labels
 ```
 
 `Attack.__call__` validates the inputs on the concrete tensors (eagerly,
-before any compiled code runs), fills the labels, runs the subclass's
-`_run` and always re-projects the result into threat ∩ box, so that no
-subclass can return a point outside the declared threat model.
-Gradients come from `Attack.value_and_grad`, the single place a
-gradient-free estimator (SPSA, NES) overrides to reuse every loop.
+before any compiled code runs; the checks live in `_checks.py`), fills the
+labels, runs the subclass's `_run` and always re-projects the result into
+threat ∩ box, so that no subclass can return a point outside the declared
+threat model. Gradients come from `Attack.value_and_grad`, the single place
+a gradient-free estimator (SPSA, NES) overrides to reuse every loop.
+
+The model an attack's `_run` sees is wrapped once (`_checks.LogitsModel`):
+it returns float32 logits whatever float dtype the model uses, and is
+called with `training=False` only if it accepts that keyword. Rows of
+non-finite logits never count as adversarial (`is_adversarial`,
+`nonfinite_rows`). `validate="cheap"` skips the forward pass on `x` that
+`"full"` validation spends (for defenses whose forward pass is expensive).
+
+Every attack declares what the evaluation engine's sanity checks read:
+`black_box`, `uses_eot`, `randomized` (with `random_generators()`) and
+`steps`.
 """
 
-import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from tfrobust import _random
+from tfrobust import _validate
+from tfrobust import threats as threats_lib
+from tfrobust.attacks import _checks
+from tfrobust.attacks._checks import nonfinite_rows
 
 __all__ = [
     "Attack",
     "MinimizationAttack",
     "MinimizationResult",
     "is_adversarial",
+    "nonfinite_rows",
     "resolve_loss",
 ]
 
-# Tolerance for "x lies inside the declared bounds".
-_BOUNDS_ATOL = 1e-6
-# Tolerance for "the model's rows sum to one" (probability detection).
-_PROB_ATOL = 1e-3
+_VALIDATE_MODES = ("full", "cheap")
 
 
 def is_adversarial(logits, y, targeted):
     """Whether each example's prediction meets the attack's goal.
+
+    A row with any NaN or infinite logit is never adversarial: its argmax
+    is not a prediction, and a numerically fragile model must not look
+    broken by the attack (see `nonfinite_rows`).
 
     Args:
         logits: float tensor of shape `[B, K]`.
@@ -57,14 +72,16 @@ def is_adversarial(logits, y, targeted):
 
     Returns:
         Boolean tensor of shape `[B]`: `argmax(logits) == y` when targeted,
-        `argmax(logits) != y` otherwise.
+        `argmax(logits) != y` otherwise, and False on non-finite rows.
     """
     logits = tf.convert_to_tensor(logits)
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
     y = tf.cast(y, tf.int32)
     if isinstance(targeted, (bool, np.bool_)):
-        return tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
-    return tf.where(tf.cast(targeted, tf.bool), tf.equal(pred, y), tf.not_equal(pred, y))
+        goal = tf.equal(pred, y) if targeted else tf.not_equal(pred, y)
+    else:
+        goal = tf.where(tf.cast(targeted, tf.bool), tf.equal(pred, y), tf.not_equal(pred, y))
+    return tf.logical_and(goal, tf.logical_not(nonfinite_rows(logits)))
 
 
 def resolve_loss(loss):
@@ -88,23 +105,8 @@ def resolve_loss(loss):
     try:
         return losses.get(loss)
     except ValueError:
-        raise ValueError(
-            "Expected `loss` to be one of 'ce', 'margin', 'dlr' or a callable "
-            f"(logits, y) -> [B]. Received: loss={loss!r}"
-        ) from None
-
-
-def _check_bounds(bounds):
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "Expected `bounds` to be a pair of numbers (lo, hi). "
-            f"Received: bounds={bounds!r}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)) or not lo < hi:
-        raise ValueError(f"Expected `bounds` to be finite with lo < hi. Received: bounds={bounds!r}")
-    return lo, hi
+        raise _validate.error("loss", "one of 'ce', 'margin', 'dlr' or a callable (logits, y) -> [B]",
+                              loss) from None
 
 
 class Attack:
@@ -112,22 +114,32 @@ class Attack:
 
     Subclasses implement `_run(model, x, y, targeted) -> x_adv` on validated
     float32 tensors (`y` always given: true labels, or targets when
-    `targeted`), and should compile their bodies with `tf.function` so that
-    repeated calls with the same shapes do not retrace. The base class
-    validates inputs, fills `y` and re-projects the result into threat ∩ box.
+    `targeted`; `model` wrapped so that it returns float32 logits), and
+    should compile their bodies with `tf.function` so that repeated calls
+    with the same shapes do not retrace. The base class validates inputs,
+    fills `y` and re-projects the result into threat ∩ box.
 
     Args:
         threat: a threat model with `project_with_box(x, delta, bounds)` (for
             example `tfrobust.threats.LpBall`), or `None` for attacks whose
             output is only constrained to the box.
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` (default) also runs the model once on `x` before
+            the attack, to check its logits (shape, finite, not
+            probabilities) and the range of `y`; `"cheap"` checks shapes,
+            dtypes and the values of `x` only, and runs the model on `x`
+            only when `y` is None (the labels need it). Use "cheap" for
+            defenses whose forward pass is expensive (an inner optimisation).
 
     Call arguments:
-        model: callable mapping a float32 NHWC batch to logits `[B, K]`.
-        x: float tensor or array, rank >= 2, values in `bounds`.
+        model: callable mapping a float32 NHWC batch to logits `[B, K]`
+            (any float dtype; cast to float32), `K >= 2`.
+        x: float tensor or array, rank >= 2, values in `bounds`; its
+            per-example shape must match the model's declared input shape.
         y: int labels of shape `[B]` in `[0, K)`. When `None` (untargeted
             only) the model's own predictions are used.
-        targeted: if True, `y` holds target classes the attack tries to reach.
+        targeted: a bool (or 0-d boolean tensor); if True, `y` holds target
+            classes the attack tries to reach.
 
     Returns:
         `x_adv`, a float32 tensor of the shape of `x` inside threat ∩ box.
@@ -136,7 +148,21 @@ class Attack:
         ValueError: on bad arguments or inputs (see `__call__`).
     """
 
-    def __init__(self, threat=None, *, bounds=(0.0, 1.0)):
+    # Declared capabilities, read by the evaluation engine's sanity checks
+    # (never guessed from attribute names). Subclasses override them, as
+    # class or instance attributes.
+    #: The attack reads only the target model's outputs (no gradients of it).
+    black_box = False
+    #: The attack averages over the model's randomness (EoT) by itself.
+    uses_eot = False
+    #: The attack draws random numbers (random start, sampling), so it owns
+    #: a generator that `random_generators()` declares.
+    randomized = False
+    #: Iterations per run: 1 for single-step attacks, None when the attack
+    #: is not iterative (or the count is not meaningful).
+    steps = None
+
+    def __init__(self, threat=None, *, bounds=(0.0, 1.0), validate="full"):
         if threat is not None and not callable(getattr(threat, "project_with_box", None)):
             raise ValueError(
                 "Expected `threat` to be a threat model with a "
@@ -145,6 +171,7 @@ class Attack:
             )
         self.threat = threat
         self.bounds = _check_bounds(bounds)
+        self.validate = _validate.check_choice(validate, name="validate", choices=_VALIDATE_MODES)
         self._warned_probabilities = False
 
     # ------------------------------------------------------------------
@@ -155,23 +182,14 @@ class Attack:
 
         Raises:
             ValueError: if `x` is not a non-empty finite float tensor of rank
-                >= 2 inside `bounds`; if `y` is not an int vector of length B
-                with values in `[0, K)`; if `targeted` is set without `y`; if
-                the model does not return finite logits of shape `[B, K]`.
+                >= 2 inside `bounds` matching the model's input shape; if `y`
+                is not an int vector of length B with values in `[0, K)`; if
+                `targeted` is not a bool or is set without `y`; if the model
+                does not return finite float logits of shape `[B, K]`, K >= 2.
         """
-        x, y = self._prepare(model, x, y, targeted)
-        x_adv = self._run(model, x, y, bool(targeted))
+        model, x, y, targeted = self._validated(model, x, y, targeted)
+        x_adv = self._run(model, x, y, targeted)
         return self._finalize(x, x_adv)
-
-    # Declared capabilities, read by the evaluation engine's sanity checks
-    # (never guessed from attribute names). Subclasses override them.
-    #: The attack reads only the model's outputs (no gradients).
-    black_box = False
-    #: The attack averages over the model's randomness (EoT) by itself.
-    uses_eot = False
-    #: The attack draws random numbers (random start, sampling), so it owns
-    #: a generator that `random_generators()` declares.
-    randomized = False
 
     def random_generators(self):
         """The generators this attack draws from (for exact training resume).
@@ -182,9 +200,13 @@ class Attack:
         """
         if not self.randomized:
             return []
+        return [self._generator()]
+
+    def _generator(self):
+        """The attack's own `tf.random.Generator`, created on first use."""
         if getattr(self, "_rng", None) is None:
             self._rng = _random.make_generator(getattr(self, "seed", None))
-        return [self._rng]
+        return self._rng
 
     def _next_seed(self):
         """A fresh stateless seed `[2]` (int32) from the attack's own generator.
@@ -195,8 +217,7 @@ class Attack:
         if not self.randomized:
             raise TypeError(f"{type(self).__name__} draws random seeds but does not set "
                             "`randomized = True`.")
-        (generator,) = self.random_generators()
-        return _random.next_seed(generator)
+        return _random.next_seed(self._generator())
 
     def value_and_grad(self, loss_fn, x):
         """Per-example loss and its gradient with respect to `x`.
@@ -224,7 +245,8 @@ class Attack:
         threat = self.threat
         if threat is not None and hasattr(threat, "get_config"):
             threat = threat.get_config()
-        return {"name": type(self).__name__, "threat": threat, "bounds": list(self.bounds)}
+        return {"name": type(self).__name__, "threat": threat, "bounds": list(self.bounds),
+                "validate": self.validate}
 
     # ------------------------------------------------------------------
     # Subclass hook.
@@ -236,6 +258,17 @@ class Attack:
     # Validation and projection.
 
     def _prepare(self, model, x, y, targeted):
+        """Validates the call; returns `(x, y)` (see `_validated`)."""
+        _, x, y, _ = self._validated(model, x, y, targeted)
+        return x, y
+
+    def _validated(self, model, x, y, targeted):
+        """Validates the call; returns `(wrapped_model, x, y, targeted)`.
+
+        `targeted` comes back as a Python bool (or a symbolic boolean tensor
+        inside a caller's graph), the model as a `_checks.LogitsModel`
+        (float32 logits, `training=False` only where accepted).
+        """
         # Value checks run in Python on concrete tensors when eager; inside a
         # caller's tf.function (e.g. adversarial training) they become
         # runtime assertions instead.
@@ -244,120 +277,29 @@ class Attack:
                 "Expected `model` to be a callable mapping x to logits. "
                 f"Received: model={model!r}"
             )
-        if y is None and targeted:
+        targeted = _checks.check_targeted(targeted)
+        if y is None and targeted is not False:
             raise ValueError("Expected `y` (the target classes) when targeted=True. Received: y=None")
-        x = self._check_x(x)
-        logits = tf.convert_to_tensor(model(x))
+        model = model if isinstance(model, _checks.LogitsModel) else _checks.LogitsModel(model)
+        x = _checks.check_x(x, self.bounds)
+        _checks.check_input_shape(model, x)
         batch = x.shape[0]
-        if (
-            logits.shape.rank != 2
-            or logits.shape[1] is None
-            or (batch is not None and logits.shape[0] not in (None, batch))
-        ):
-            raise ValueError(
-                f"Expected the model to return logits of shape [B, K] with B={batch}. "
-                f"Received: logits.shape={tuple(logits.shape)}"
-            )
+        if self.validate == "cheap" and y is not None:
+            return model, x, _checks.check_y(y, batch), targeted
+        logits = _checks.check_logits(model(x), batch)
         num_classes = int(logits.shape[1])
         if tf.executing_eagerly():
-            if not bool(tf.reduce_all(tf.math.is_finite(logits))):
+            if bool(tf.reduce_any(nonfinite_rows(logits))):
                 raise ValueError(
                     "Expected the model to return finite logits on x. "
                     "Received: logits containing NaN or Inf"
                 )
-            self._maybe_warn_probabilities(logits)
+            _checks.maybe_warn_probabilities(self, logits)
         if y is None:
             y = tf.argmax(logits, axis=-1, output_type=tf.int32)
         else:
-            y = self._check_y(y, batch, num_classes)
-        return x, y
-
-    def _check_x(self, x):
-        try:
-            x = tf.convert_to_tensor(x)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"Expected `x` to be a float tensor or array. Received: x of type {type(x)}"
-            ) from e
-        if not x.dtype.is_floating:
-            raise ValueError(
-                "Expected `x` to have a floating dtype (images in [lo, hi]). "
-                f"Received: x.dtype={x.dtype.name}"
-            )
-        if x.shape.rank is None or x.shape.rank < 2:
-            raise ValueError(
-                "Expected `x` to be a batch of rank >= 2 (e.g. NHWC). "
-                f"Received: x.shape={tuple(x.shape)}"
-            )
-        if x.shape[0] == 0:
-            raise ValueError(f"Expected a non-empty batch. Received: x.shape={tuple(x.shape)}")
-        x = tf.cast(x, tf.float32)
-        lo, hi = self.bounds
-        if tf.executing_eagerly():
-            if not bool(tf.reduce_all(tf.math.is_finite(x))):
-                raise ValueError("Expected `x` to be finite. Received: x containing NaN or Inf")
-            x_min, x_max = float(tf.reduce_min(x)), float(tf.reduce_max(x))
-            if x_min < lo - _BOUNDS_ATOL or x_max > hi + _BOUNDS_ATOL:
-                raise ValueError(
-                    f"Expected `x` inside bounds={self.bounds}. "
-                    f"Received: x with min={x_min} and max={x_max}"
-                )
-        else:
-            x = tf.debugging.assert_all_finite(
-                x, "Expected `x` to be finite. Received: x containing NaN or Inf"
-            )
-            tf.debugging.assert_greater_equal(
-                x, lo - _BOUNDS_ATOL, message=f"Expected `x` inside bounds={self.bounds}."
-            )
-            tf.debugging.assert_less_equal(
-                x, hi + _BOUNDS_ATOL, message=f"Expected `x` inside bounds={self.bounds}."
-            )
-        # Remove sub-tolerance excursions so the box is exact from here on.
-        return tf.clip_by_value(x, lo, hi)
-
-    @staticmethod
-    def _check_y(y, batch, num_classes):
-        try:
-            y = tf.convert_to_tensor(y)
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"Expected `y` to be an int tensor of shape [B]. Received: y of type {type(y)}"
-            ) from e
-        if not y.dtype.is_integer:
-            raise ValueError(
-                "Expected `y` to have an integer dtype (class indices). "
-                f"Received: y.dtype={y.dtype.name}"
-            )
-        if y.shape.rank != 1 or (
-            batch is not None and y.shape[0] is not None and y.shape[0] != batch
-        ):
-            raise ValueError(f"Expected `y` of shape [B] with B={batch}. Received: y.shape={tuple(y.shape)}")
-        y = tf.cast(y, tf.int32)
-        message = f"Expected `y` in [0, {num_classes}) (the model has {num_classes} classes)."
-        if tf.executing_eagerly():
-            y_min, y_max = int(tf.reduce_min(y)), int(tf.reduce_max(y))
-            if y_min < 0 or y_max >= num_classes:
-                raise ValueError(f"{message} Received: y with min={y_min} and max={y_max}")
-        else:
-            tf.debugging.assert_non_negative(y, message=message)
-            tf.debugging.assert_less(y, num_classes, message=message)
-        return y
-
-    def _maybe_warn_probabilities(self, logits):
-        if self._warned_probabilities:
-            return
-        nonneg = bool(tf.reduce_all(logits >= 0.0))
-        if nonneg:
-            sums = tf.reduce_sum(logits, axis=-1)
-            if bool(tf.reduce_all(tf.abs(sums - 1.0) <= _PROB_ATOL)):
-                self._warned_probabilities = True
-                warnings.warn(
-                    f"{type(self).__name__}: the model's outputs look like "
-                    "probabilities (non-negative rows summing to 1), not logits. "
-                    "Losses such as cross-entropy and margin expect logits; remove "
-                    "the final softmax (its saturation also masks gradients).",
-                    stacklevel=3,
-                )
+            y = _checks.check_y(y, batch, num_classes)
+        return model, x, y, targeted
 
     def _finalize(self, x, x_adv):
         x_adv = tf.convert_to_tensor(x_adv)
@@ -381,6 +323,10 @@ class Attack:
         return tf.clip_by_value(x + delta, lo, hi)
 
 
+def _check_bounds(bounds):
+    return _validate.check_pair(bounds, name="bounds")
+
+
 class MinimizationResult(NamedTuple):
     """Result of `MinimizationAttack.minimize`.
 
@@ -395,17 +341,6 @@ class MinimizationResult(NamedTuple):
     x_adv: tf.Tensor
     norm: tf.Tensor
     success: tf.Tensor
-
-
-def _lp_norm(delta, p):
-    flat = tf.reshape(delta, [tf.shape(delta)[0], -1])
-    if p == np.inf:
-        return tf.reduce_max(tf.abs(flat), axis=-1)
-    if p == 1:
-        return tf.reduce_sum(tf.abs(flat), axis=-1)
-    if p == 2:
-        return tf.sqrt(tf.reduce_sum(tf.square(flat), axis=-1))
-    raise ValueError(f"Expected `norm_p` in {{1, 2, inf}}. Received: norm_p={p!r}")
 
 
 class MinimizationAttack(Attack):
@@ -424,6 +359,7 @@ class MinimizationAttack(Attack):
     Args:
         threat: optional threat model (a budget for `__call__`).
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` or `"cheap"`, as for `Attack`.
     """
 
     norm_p = 2
@@ -444,8 +380,8 @@ class MinimizationAttack(Attack):
         Raises:
             ValueError: on bad inputs, as `Attack.__call__`.
         """
-        x, y = self._prepare(model, x, y, targeted)
-        return self._checked_minimize(model, x, y, bool(targeted))
+        model, x, y, targeted = self._validated(model, x, y, targeted)
+        return self._checked_minimize(model, x, y, targeted)
 
     def _checked_minimize(self, model, x, y, targeted):
         x_adv, success = self._minimize(model, x, y, targeted)
@@ -457,23 +393,33 @@ class MinimizationAttack(Attack):
             )
         lo, hi = self.bounds
         x_adv = tf.clip_by_value(tf.cast(x_adv, tf.float32), lo, hi)
-        # Trust the model, not the subclass's bookkeeping.
+        # Trust the model, not the subclass's bookkeeping (is_adversarial
+        # also refuses rows with non-finite logits).
         success = tf.logical_and(
             tf.cast(success, tf.bool), is_adversarial(model(x_adv), y, targeted)
         )
         mask = tf.reshape(success, [-1] + [1] * (x.shape.rank - 1))
         x_adv = tf.where(mask, x_adv, x)
         norm = tf.where(
-            success, _lp_norm(x_adv - x, self.norm_p), tf.constant(np.inf, tf.float32)
+            success, self._norm_ball.norm(x_adv - x), tf.constant(np.inf, tf.float32)
         )
         return MinimizationResult(x_adv, norm, success)
+
+    @property
+    def _norm_ball(self):
+        """An `LpBall` of the minimized norm: the library's one per-example norm."""
+        return threats_lib.LpBall(self.norm_p, 0.0)
 
     def _run(self, model, x, y, targeted):
         result = self._checked_minimize(model, x, y, targeted)
         if self.threat is None:
             return result.x_adv
-        eps = float(self.threat.eps)
-        within = self.threat.norm(result.x_adv - x) <= eps * (1.0 + 1e-5) + 1e-7
+        delta = result.x_adv - x
+        contains = getattr(self.threat, "contains", None)
+        if callable(contains):
+            within = contains(delta)
+        else:  # a threat without `contains`: the same slack on its norm
+            within = threats_lib.within_eps(self.threat.norm(delta), self.threat.eps)
         mask = tf.reshape(within, [-1] + [1] * (x.shape.rank - 1))
         return tf.where(mask, result.x_adv, x)
 

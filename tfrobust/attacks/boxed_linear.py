@@ -27,13 +27,13 @@ References:
 """
 
 import math
-import numbers
 
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import MinimizationAttack
-from tfrobust.attacks.base import _check_bounds
+from tfrobust.attacks.base import nonfinite_rows
 
 __all__ = [
     "MULT_BY_DATASET",
@@ -117,7 +117,7 @@ def boxed_linear_step(x, v, c, bounds=(0.0, 1.0)):
         ValueError: on mismatched shapes, a non-float `x`, bad `bounds`, or
             (when run eagerly) non-finite values or `x` outside the box.
     """
-    lo, hi = _check_bounds(bounds)
+    lo, hi = _validate.check_pair(bounds, name="bounds")
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise ValueError(f"Expected `x` to have a floating dtype. Received: x.dtype={x.dtype.name}")
@@ -149,40 +149,29 @@ def boxed_linear_step(x, v, c, bounds=(0.0, 1.0)):
     return tf.reshape(delta, tf.shape(x)), feasible
 
 
-def _check_real(value, name, low, low_inclusive=True):
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
-    ok = ok and math.isfinite(value) and (value >= low if low_inclusive else value > low)
-    if not ok:
-        op = ">=" if low_inclusive else ">"
-        raise ValueError(f"Expected `{name}` to be a finite number {op} {low}. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
-    return int(value)
-
-
 def _input_gradients(attack, model, x):
-    """Logits [B, K] and all K input gradients [B, K, d] (inference mode)."""
+    """Logits [B, K] and all K input gradients [B, K, d].
+
+    `model` is the attack's wrapped model (`_checks.LogitsModel`), which
+    calls Keras models in inference mode and plain callables as they are.
+    """
     if type(attack).value_and_grad is Attack.value_and_grad:
         # Default autodiff source: one forward pass and a vectorized
         # Jacobian, exact per example since inference-mode layers do not mix
         # examples (and several times cheaper to trace than K tapes).
         with tf.GradientTape() as tape:
             tape.watch(x)
-            logits = model(x, training=False)
+            logits = model(x)
         grads = tape.batch_jacobian(
             logits, x, unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
         return logits, tf.reshape(grads, [tf.shape(x)[0], int(logits.shape[-1]), -1])
-    logits = model(x, training=False)
+    logits = model(x)
     num_classes = int(logits.shape[-1])
     grads = []
     for k in range(num_classes):
         # One gradient source: `value_and_grad` (overridable by estimators).
-        _, g = attack.value_and_grad(lambda z, k=k: model(z, training=False)[:, k], x)
+        _, g = attack.value_and_grad(lambda z, k=k: model(z)[:, k], x)
         grads.append(tf.reshape(g, [tf.shape(x)[0], -1]))
     return logits, tf.stack(grads, axis=1)
 
@@ -238,6 +227,7 @@ class BoxedLinearL2(MinimizationAttack):
         max_iter: cap on the total iterations of one search (100).
         batch_size: examples per chunk (the original's 25); memory grows as
             batch_size · (K − 1) · d.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on bad hyper-parameters, or bad inputs at call time.
@@ -251,18 +241,24 @@ class BoxedLinearL2(MinimizationAttack):
 
     def __init__(self, threat=None, *, bounds=(0.0, 1.0), mult=1.2, flat_mult=1.7,
                  flat_threshold=0.01, tol=0.01, give_up_after=10, max_iter=100,
-                 batch_size=25):
-        super().__init__(threat, bounds=bounds)
-        self.mult = _check_real(mult, "mult", 1.0, low_inclusive=False)
-        self.flat_mult = _check_real(flat_mult, "flat_mult", 1.0, low_inclusive=False)
-        self.flat_threshold = _check_real(flat_threshold, "flat_threshold", 0.0)
-        self.tol = _check_real(tol, "tol", 0.0, low_inclusive=False)
-        self.give_up_after = _check_int(give_up_after, "give_up_after", 0)
-        self.max_iter = _check_int(max_iter, "max_iter", 1)
-        self.batch_size = _check_int(batch_size, "batch_size", 1)
+                 batch_size=25, validate="full"):
+        super().__init__(threat, bounds=bounds, validate=validate)
+        above_one = dict(minimum=1.0, exclusive_minimum=True)
+        self.mult = _validate.check_float(mult, name="mult", **above_one)
+        self.flat_mult = _validate.check_float(flat_mult, name="flat_mult", **above_one)
+        self.flat_threshold = _validate.check_float(flat_threshold, name="flat_threshold", minimum=0.0)
+        self.tol = _validate.check_float(tol, name="tol", minimum=0.0, exclusive_minimum=True)
+        self.give_up_after = _validate.check_int(give_up_after, name="give_up_after", minimum=0)
+        self.max_iter = _validate.check_int(max_iter, name="max_iter", minimum=1)
+        self.batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
         # The loops are explicit `tf.while_loop`s: autograph would only add
         # seconds of source transformation to every first trace.
         self._chunk_fn = tf.function(self._chunk, reduce_retracing=True, autograph=False)
+
+    @property
+    def steps(self):
+        """The cap on one search's iterations (`max_iter`)."""
+        return self.max_iter
 
     def get_config(self):
         config = super().get_config()
@@ -301,7 +297,9 @@ class BoxedLinearL2(MinimizationAttack):
         )
         best_other = tf.reduce_max(others, axis=-1)
         # Targeted: `cls` is the target and must beat every other class.
-        return own > best_other if targeted else best_other > own
+        # Non-finite logits never count (an infinite one would "win").
+        won = own > best_other if targeted else best_other > own
+        return tf.logical_and(won, tf.logical_not(nonfinite_rows(logits)))
 
     def _chunk(self, model, x, y, targeted):
         lo, hi = self.bounds
@@ -352,7 +350,7 @@ class BoxedLinearL2(MinimizationAttack):
         def body(step, c, done, phase2, succ_c, fail_c, has_succ, has_fail, best, cur_norm):
             delta, feasible = _solve_flat(x_rows, v, c, lo, hi)
             x_try = tf.clip_by_value(x_rows + delta, lo, hi)
-            logits = model(tf.reshape(x_try, image_shape), training=False)
+            logits = model(tf.reshape(x_try, image_shape))
             flipped = tf.logical_and(feasible, self._success(logits, check_cls, targeted))
             norm = tf.norm(x_try - x_rows, axis=-1)
             active = tf.logical_not(done)

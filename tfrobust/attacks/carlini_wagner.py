@@ -16,25 +16,21 @@ x_adv = attack(model, x)                # the same x_adv (x where unsuccessful)
 ```
 
 The outer search over the constant `c`, the hyper-parameter checks and the
-hinge objective live in `tfrobust.attacks.const_search`, shared with EAD.
+hinge objective live in `tfrobust.attacks.const_search`, shared with EAD;
+Adam and the tanh change of variables are `tfrobust.optim`'s (the reference's
+TF1 `AdamOptimizer` defaults and its 0.999999 arctanh shrink).
 """
 
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
+from tfrobust import optim
 from tfrobust.attacks.const_search import ConstSearchAttack
-from tfrobust.attacks.const_search import check_bool
 from tfrobust.attacks.const_search import signed_margin
 from tfrobust.attacks.const_search import squared_l2
 
 __all__ = ["CarliniWagnerL2"]
-
-# Adam constants of the reference implementation (TF1 AdamOptimizer defaults).
-_ADAM_BETA1 = 0.9
-_ADAM_BETA2 = 0.999
-_ADAM_EPSILON = 1e-8
-# The reference keeps arctanh finite for pixels on the box faces.
-_TANH_SHRINK = 0.999999
 
 
 class CarliniWagnerL2(ConstSearchAttack):
@@ -71,6 +67,7 @@ class CarliniWagnerL2(ConstSearchAttack):
         confidence: the margin kappa required of a success (paper 0).
         abort_early: stop an example's attempt when its loss stalls.
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on a non-positive `steps`, `binary_search_steps`,
@@ -95,6 +92,7 @@ class CarliniWagnerL2(ConstSearchAttack):
         confidence=0.0,
         abort_early=True,
         bounds=(0.0, 1.0),
+        validate="full",
     ):
         super().__init__(
             threat,
@@ -104,8 +102,10 @@ class CarliniWagnerL2(ConstSearchAttack):
             initial_const=initial_const,
             confidence=confidence,
             bounds=bounds,
+            validate=validate,
         )
-        self.abort_early = check_bool("abort_early", abort_early)
+        self.abort_early = _validate.check_bool(abort_early, name="abort_early")
+        self._adam = optim.Adam(learning_rate=self.learning_rate)
 
     def get_config(self):
         return dict(super().get_config(), abort_early=self.abort_early)
@@ -114,19 +114,21 @@ class CarliniWagnerL2(ConstSearchAttack):
         """One Adam run at fixed per-example `c`; updates the overall best."""
         lo, hi = self.bounds
         half_range = (hi - lo) / 2.0
-        center = (hi + lo) / 2.0
-        w0 = tf.atanh((x - center) / half_range * _TANH_SHRINK)
+        w0 = optim.to_tanh_space(x, self.bounds)
         kappa = tf.constant(self.confidence, tf.float32)
-        lr = tf.constant(self.learning_rate, tf.float32)
+        adam = self._adam
         objective = signed_margin(model, y, targeted)
         period = max(self.steps // 10, 1)
         batch_shape = tf.shape(x)[:1]
         expand = lambda v: tf.reshape(v, [-1] + [1] * (x.shape.rank - 1))  # noqa: E731
 
-        def body(i, w, m, v, active, prev_loss, found, best_dist, best_x):
+        def body(i, w, adam_state, active, prev_loss, found, best_dist, best_x):
             tanh_w = tf.tanh(w)
-            x_adv = tanh_w * half_range + center
+            x_adv = optim.from_tanh_space(w, self.bounds)
             sm, grad_sm = self.value_and_grad(objective, x_adv)
+            # NaN where the logits are not finite (see `signed_margin`): no
+            # success there, and no NaN gradient entering Adam's moments.
+            grad_sm = tf.where(tf.math.is_finite(grad_sm), grad_sm, tf.zeros_like(grad_sm))
             dist = squared_l2(x_adv - x)
             loss = dist + const * tf.maximum(sm + kappa, 0.0)
             success = sm < -kappa
@@ -146,27 +148,18 @@ class CarliniWagnerL2(ConstSearchAttack):
             hinge_grad = tf.cast(sm + kappa > 0.0, tf.float32) * const
             grad_x = 2.0 * (x_adv - x) + expand(hinge_grad) * grad_sm
             grad_w = grad_x * half_range * (1.0 - tf.square(tanh_w))
-            t = tf.cast(i + 1, tf.float32)
-            m_new = _ADAM_BETA1 * m + (1.0 - _ADAM_BETA1) * grad_w
-            v_new = _ADAM_BETA2 * v + (1.0 - _ADAM_BETA2) * tf.square(grad_w)
-            step = lr * tf.sqrt(1.0 - _ADAM_BETA2**t) / (1.0 - _ADAM_BETA1**t)
-            w_new = w - step * m_new / (tf.sqrt(v_new) + _ADAM_EPSILON)
-            mask = expand(active)
-            # Stopped examples keep their iterate (and so their best) frozen.
-            w = tf.where(mask, w_new, w)
-            m = tf.where(mask, m_new, m)
-            v = tf.where(mask, v_new, v)
-            return i + 1, w, m, v, active, prev_loss, found, best_dist, best_x
+            # Stopped examples keep their iterate (and so their best) and
+            # Adam moments frozen; Adam's step count is the loop's.
+            w, adam_state = adam.step(w, grad_w, adam_state, mask=expand(active))
+            return i + 1, w, adam_state, active, prev_loss, found, best_dist, best_x
 
-        def cond(i, w, m, v, active, *_):
+        def cond(i, w, adam_state, active, *_):
             return (i < self.steps) & tf.reduce_any(active)
 
-        zeros = tf.zeros_like(x)
         state = (
             tf.constant(0),
             w0,
-            zeros,
-            zeros,
+            adam.init(w0),
             tf.ones(batch_shape, tf.bool),
             # The reference starts from 1e6, which aborts at the very first
             # check any attempt whose initial loss exceeds 1e6 (large c); the
@@ -177,5 +170,5 @@ class CarliniWagnerL2(ConstSearchAttack):
             best_x,
         )
         state = tf.while_loop(cond, body, state)
-        _, _, _, _, _, _, found, best_dist, best_x = state
+        _, _, _, _, _, found, best_dist, best_x = state
         return found, best_dist, best_x

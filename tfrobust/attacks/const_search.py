@@ -9,13 +9,12 @@ best_dist, best_x)`), which the base compiles once and calls
 `binary_search_steps` times.
 """
 
-import math
-import numbers
-
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.base import MinimizationAttack
+from tfrobust.attacks.base import nonfinite_rows
 
 __all__ = ["ConstSearchAttack", "BinarySearch", "signed_margin", "squared_l2"]
 
@@ -38,6 +37,7 @@ class ConstSearchAttack(MinimizationAttack):
         initial_const: first value of `c`.
         confidence: the margin kappa required of a success.
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on a non-positive `steps`, `binary_search_steps`,
@@ -54,13 +54,16 @@ class ConstSearchAttack(MinimizationAttack):
         initial_const,
         confidence,
         bounds,
+        validate="full",
     ):
-        super().__init__(threat, bounds=bounds)
-        self.binary_search_steps = check_int("binary_search_steps", binary_search_steps, 1)
-        self.steps = check_int("steps", steps, 1)
-        self.learning_rate = check_float("learning_rate", learning_rate, positive=True)
-        self.initial_const = check_float("initial_const", initial_const, positive=True)
-        self.confidence = check_float("confidence", confidence, positive=False)
+        super().__init__(threat, bounds=bounds, validate=validate)
+        positive = dict(minimum=0.0, exclusive_minimum=True)
+        self.binary_search_steps = _validate.check_int(binary_search_steps, name="binary_search_steps",
+                                                       minimum=1)
+        self.steps = _validate.check_int(steps, name="steps", minimum=1)
+        self.learning_rate = _validate.check_float(learning_rate, name="learning_rate", **positive)
+        self.initial_const = _validate.check_float(initial_const, name="initial_const", **positive)
+        self.confidence = _validate.check_float(confidence, name="confidence", minimum=0.0)
         self._attempt_fn = None
 
     def get_config(self):
@@ -99,14 +102,18 @@ def signed_margin(model, y, targeted):
     `s = -1` untargeted (the margin of `tfrobust.losses` is positive when
     misclassified) and `s = +1` targeted (the margin of the target class is
     negative when the target wins), so a minimizer always drives it down and
-    `s * margin < -confidence` is the success test with confidence.
+    `s * margin < -confidence` is the success test with confidence. Rows
+    with non-finite logits give NaN, which no success test passes (an
+    infinite logit would otherwise make the margin -inf, a "success").
     """
     from tfrobust import losses  # Imported late: losses is a sibling module.
 
     sign = 1.0 if targeted else -1.0
 
     def objective(x):
-        return sign * losses.margin(model(x), y)
+        logits = model(x)
+        value = sign * losses.margin(logits, y)
+        return tf.where(nonfinite_rows(logits), tf.constant(np.nan, value.dtype), value)
 
     return objective
 
@@ -140,26 +147,3 @@ class BinarySearch:
             bracketed, midpoint, tf.where(found, self.const, self.const * 10.0)
         )
 
-
-def check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(
-            f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def check_float(name, value, positive):
-    """Checks a finite real number that is > 0 (`positive`) or >= 0."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        what = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"Expected `{name}` to be {what}. Received: {name}={value!r}")
-    return float(value)
-
-
-def check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"Expected `{name}` to be a bool. Received: {name}={value!r}")
-    return bool(value)

@@ -56,10 +56,9 @@ the original reshuffles its 10,000 test points into batches of 200 every
 with (the kernel sums are over that batch, so results depend on it).
 """
 
-import math
-
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust import losses as losses_lib
 from tfrobust.attacks.base import resolve_loss
 from tfrobust.attacks.pgd import PGD
@@ -77,9 +76,7 @@ _DEFAULT_C = {
 
 
 def _check_variant(variant):
-    if variant not in _VARIANTS:
-        raise ValueError(f"Expected `variant` to be one of {_VARIANTS}. Received: variant={variant!r}")
-    return variant
+    return _validate.check_choice(variant, name="variant", choices=_VARIANTS)
 
 
 def _pairwise_sq_dists(flat):
@@ -194,6 +191,7 @@ class DAA(PGD):
         bounds: `(lo, hi)` input domain.
         seed: integer seed of the random starts.
         early_stop: stop once every example is adversarial.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on an unknown variant, a non-finite `c`, a missing `c`
@@ -217,6 +215,7 @@ class DAA(PGD):
         bounds=(0.0, 1.0),
         seed=None,
         early_stop=False,
+        validate="full",
     ):
         self.variant = _check_variant(variant)
         if step_size is None and threat is not None and hasattr(threat, "eps"):
@@ -231,6 +230,7 @@ class DAA(PGD):
             bounds=bounds,
             seed=seed,
             early_stop=early_stop,
+            validate=validate,
         )
         if c is None:
             fn = resolve_loss(loss)
@@ -241,13 +241,7 @@ class DAA(PGD):
                     f"'margin' have one). Received: c=None, loss={loss!r}"
                 )
             c = _DEFAULT_C[(variant, kind)]
-        try:
-            c = float(c)
-        except (TypeError, ValueError):
-            raise ValueError(f"Expected `c` to be a finite number. Received: c={c!r}") from None
-        if not math.isfinite(c):
-            raise ValueError(f"Expected `c` to be a finite number. Received: c={c!r}")
-        self.c = c
+        self.c = _validate.check_float(c, name="c")
 
     def get_config(self):
         config = super().get_config()

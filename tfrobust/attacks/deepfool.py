@@ -17,14 +17,11 @@ result = DeepFool(p=np.inf).minimize(model, x)   # result.norm: L-inf norms
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.attacks.base import is_adversarial
-from tfrobust.attacks.const_search import check_float
-from tfrobust.attacks.const_search import check_int
 
 __all__ = ["DeepFool"]
-
-_NORMS = {2: 2, "l2": 2, np.inf: np.inf, "inf": np.inf, "linf": np.inf}
 # The reference implementation adds this to every step's distance so that
 # the iterate lands strictly past the linearized boundary.
 _STEP_SLACK = 1e-4
@@ -60,6 +57,10 @@ class DeepFool(MinimizationAttack):
         candidates: number of top classes at `x` considered, the label
             included (reference code 10); capped at the number of classes.
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` or `"cheap"` (see `Attack`).
+
+    An iterate where the model's logits are not finite is not adversarial:
+    the example keeps stepping (and fails if it never leaves that region).
 
     Raises:
         ValueError: on an unknown `p`, non-positive `steps`, negative
@@ -73,21 +74,21 @@ class DeepFool(MinimizationAttack):
     norm_p = 2
 
     def __init__(
-        self, threat=None, *, p=2, steps=50, overshoot=0.02, candidates=10, bounds=(0.0, 1.0)
+        self, threat=None, *, p=2, steps=50, overshoot=0.02, candidates=10, bounds=(0.0, 1.0),
+        validate="full",
     ):
-        super().__init__(threat, bounds=bounds)
-        key = p.lower() if isinstance(p, str) else p
+        super().__init__(threat, bounds=bounds, validate=validate)
         try:
-            norm = _NORMS.get(key) if not isinstance(key, bool) else None
-        except TypeError:
+            norm = _validate.check_p(p, name="p")
+        except ValueError:
             norm = None
-        if norm is None:
-            raise ValueError(f"Expected `p` to be 2 or np.inf. Received: p={p!r}")
+        if norm not in (2, np.inf):
+            raise _validate.error("p", "2 or np.inf (or 'l2', 'linf')", p)
         self.p = norm
         self.norm_p = norm
-        self.steps = check_int("steps", steps, 1)
-        self.overshoot = check_float("overshoot", overshoot, positive=False)
-        self.candidates = check_int("candidates", candidates, 2)
+        self.steps = _validate.check_int(steps, name="steps", minimum=1)
+        self.overshoot = _validate.check_float(overshoot, name="overshoot", minimum=0.0)
+        self.candidates = _validate.check_int(candidates, name="candidates", minimum=2)
         self._loop_fn = None
 
     def get_config(self):
@@ -142,7 +143,9 @@ class DeepFool(MinimizationAttack):
             x_i = tf.clip_by_value(x + scale * r_tot, lo, hi)
             x_rep = tf.repeat(x_i, num_pairs, axis=0)
             f, w = self.value_and_grad(objective, x_rep)
-            f = tf.reshape(f, [-1, num_pairs])
+            # A non-finite f (the model breaks down near x_i) gives no step.
+            f = tf.reshape(tf.where(tf.math.is_finite(f), f, np.inf), [-1, num_pairs])
+            w = tf.where(tf.math.is_finite(w), w, tf.zeros_like(w))
             w = tf.reshape(w, tf.concat([[-1, num_pairs], tf.shape(x)[1:]], 0))
             w_axes = list(range(2, rank + 1))
             w_l2 = tf.sqrt(tf.reduce_sum(tf.square(w), axis=w_axes))

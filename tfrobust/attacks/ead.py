@@ -17,9 +17,8 @@ result = attack.minimize(model, x)   # result.norm holds L1 norms
 
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.const_search import ConstSearchAttack
-from tfrobust.attacks.const_search import check_bool
-from tfrobust.attacks.const_search import check_float
 from tfrobust.attacks.const_search import signed_margin
 from tfrobust.attacks.const_search import squared_l2
 
@@ -71,6 +70,7 @@ class EAD(ConstSearchAttack):
         fista: use the FISTA momentum (True, the paper's choice) or plain
             ISTA (False).
         bounds: `(lo, hi)`, the valid input domain.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on a negative `beta` or `confidence`, an unknown
@@ -98,6 +98,7 @@ class EAD(ConstSearchAttack):
         confidence=0.0,
         fista=True,
         bounds=(0.0, 1.0),
+        validate="full",
     ):
         super().__init__(
             threat,
@@ -107,8 +108,9 @@ class EAD(ConstSearchAttack):
             initial_const=initial_const,
             confidence=confidence,
             bounds=bounds,
+            validate=validate,
         )
-        self.beta = check_float("beta", beta, positive=False)
+        self.beta = _validate.check_float(beta, name="beta", minimum=0.0)
         rule = decision_rule.upper() if isinstance(decision_rule, str) else None
         if rule not in _DECISION_RULES:
             raise ValueError(
@@ -116,7 +118,7 @@ class EAD(ConstSearchAttack):
                 f"Received: decision_rule={decision_rule!r}"
             )
         self.decision_rule = rule
-        self.fista = check_bool("fista", fista)
+        self.fista = _validate.check_bool(fista, name="fista")
 
     def get_config(self):
         return dict(
@@ -136,6 +138,9 @@ class EAD(ConstSearchAttack):
             kf = tf.cast(k, tf.float32)
             step = self.learning_rate * tf.sqrt(1.0 - kf / self.steps)
             sm, grad_sm = self.value_and_grad(objective, slack)
+            # NaN rows (non-finite logits, see `signed_margin`) move by the
+            # distance term only.
+            grad_sm = tf.where(tf.math.is_finite(grad_sm), grad_sm, tf.zeros_like(grad_sm))
             hinge_grad = tf.cast(sm + kappa > 0.0, tf.float32) * const
             grad = 2.0 * (slack - x) + expand(hinge_grad) * grad_sm
             x_next = shrink(slack - step * grad, x, beta, lo, hi)

@@ -14,9 +14,9 @@ x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
 x_adv = NAttack(threats.LpBall(np.inf, 0.1), steps=20, seed=0)(model, x)
 ```
 
-The search runs in the tanh space of the input: with `w0 = arctanh((2 (x -
-lo) / (hi - lo) - 1) · 0.999999)` and `g(w) = lo + (hi - lo) (tanh(w) + 1) /
-2`, a candidate for the mean `mu` and a draw `eps ~ N(0, I)` is
+The search runs in the tanh space of the input (`tfrobust.optim`'s
+change of variables): with `w0 = arctanh((2 (x - lo) / (hi - lo) - 1) ·
+0.999999)` and `g(w) = lo + (hi - lo) (tanh(w) + 1) / 2`, a candidate for the mean `mu` and a draw `eps ~ N(0, I)` is
 
     x' = x + proj_ball(g(w0 + mu + sigma eps) - x),
 
@@ -40,16 +40,17 @@ update instead of storing it).
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _random
+from tfrobust import _validate
+from tfrobust import optim
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import is_adversarial
+from tfrobust.attacks.base import nonfinite_rows
+from tfrobust.attacks.pgd import _as_bool_tensor
 from tfrobust.attacks.pgd import _expand
-from tfrobust.attacks.pgd import _positive_int
-from tfrobust.attacks.spsa import _positive_float
 
 __all__ = ["NAttack", "nattack_loss"]
 
-# The original scales the centred input by (1 - 1e-6) so arctanh stays finite.
-_ARCTANH_SHRINK = 1.0 - 1e-6
 # Guard of the reward standardization (the original's 1e-7).
 _STD_EPS = 1e-7
 # The original clips the loss to [0, 1000].
@@ -110,6 +111,7 @@ class NAttack(Attack):
         seed: integer seed; two attacks with one seed give the same result.
         early_stop: end the loop once every example has succeeded (each
             example is frozen at its first success regardless).
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: if the threat is not an L2 or L∞ ball, or on bad
@@ -122,7 +124,6 @@ class NAttack(Attack):
     """
 
     randomized = True
-
     black_box = True
 
     def __init__(
@@ -138,17 +139,19 @@ class NAttack(Attack):
         bounds=(0.0, 1.0),
         seed=None,
         early_stop=True,
+        validate="full",
     ):
-        super().__init__(threat, bounds=bounds)
+        super().__init__(threat, bounds=bounds, validate=validate)
         p = getattr(threat, "p", None)
         if not (callable(getattr(threat, "project", None)) and p in (2, np.inf)):
             raise ValueError(
                 "Expected `threat` to be an L2 or L-inf LpBall (NAttack's threat "
                 f"models). Received: threat={threat!r}"
             )
-        self.steps = _positive_int(steps, "steps")
-        self.samples = _positive_int(samples, "samples", minimum=2)
-        chunk_size = self.samples if chunk_size is None else _positive_int(chunk_size, "chunk_size")
+        self.steps = _validate.check_int(steps, name="steps", minimum=1)
+        self.samples = _validate.check_int(samples, name="samples", minimum=2)
+        chunk_size = self.samples if chunk_size is None else _validate.check_int(
+            chunk_size, name="chunk_size", minimum=1)
         chunk_size = min(chunk_size, self.samples)
         if self.samples % chunk_size:
             raise ValueError(
@@ -156,13 +159,12 @@ class NAttack(Attack):
                 f"Received: chunk_size={chunk_size}, samples={self.samples}"
             )
         self.chunk_size = chunk_size
-        self.sigma = _positive_float(sigma, "sigma")
-        self.learning_rate = _positive_float(learning_rate, "learning_rate")
-        self.init_std = _positive_float(init_std, "init_std", allow_zero=True)
-        if seed is not None:
-            seed = _positive_int(seed, "seed", minimum=0)
-        self.seed = seed
-        self.early_stop = bool(early_stop)
+        positive = dict(minimum=0.0, exclusive_minimum=True)
+        self.sigma = _validate.check_float(sigma, name="sigma", **positive)
+        self.learning_rate = _validate.check_float(learning_rate, name="learning_rate", **positive)
+        self.init_std = _validate.check_float(init_std, name="init_std", minimum=0.0)
+        self.seed = _random.check_seed(seed, allow_none=True)
+        self.early_stop = _validate.check_bool(early_stop, name="early_stop")
         self._rng = None
         self._compiled = tf.function(self._search)
 
@@ -177,13 +179,13 @@ class NAttack(Attack):
 
     def _run(self, model, x, y, targeted):
         # A tensor, so that targeted and untargeted calls share one trace.
-        return self._compiled(model, x, y, tf.constant(bool(targeted)), self._next_seed())
+        return self._compiled(model, x, y, _as_bool_tensor(targeted), self._next_seed())
 
     def _search(self, model, x, y, targeted, seed):
-        lo, hi = self.bounds
-        half_range = (hi - lo) / 2.0
-        centre = (hi + lo) / 2.0
-        w0 = tf.atanh((x - centre) / half_range * _ARCTANH_SHRINK)
+        w0 = optim.to_tanh_space(x, self.bounds)
+        # The NES ascent step on mu, lr / (n sigma) * Σ A_i eps_i, frozen
+        # for examples that are done.
+        nes = optim.SGD(self.learning_rate / (self.samples * self.sigma))
         batch = tf.shape(x)[0]
         rank = x.shape.rank
         chunk, num_chunks = self.chunk_size, self.samples // self.chunk_size
@@ -194,7 +196,7 @@ class NAttack(Attack):
 
         def candidate(w):
             """Maps tanh-space points [..., B, ...] to the ball around x."""
-            image = tf.tanh(w) * half_range + centre
+            image = optim.from_tanh_space(w, self.bounds)
             delta = image - x
             flat = tf.reshape(delta, tf.concat([[-1], tf.shape(x)[1:]], axis=0))
             return x + tf.reshape(self.threat.project(flat), tf.shape(delta))
@@ -208,7 +210,11 @@ class NAttack(Attack):
             def body(k, losses, found, pick):
                 cand = candidate(w0 + mu + self.sigma * noise(step_seed, k))
                 logits = model(tf.reshape(cand, flat_shape))
-                loss = tf.reshape(nattack_loss(logits, y_tiled, targeted), [chunk, batch])
+                # A non-finite loss would make the whole population's
+                # standardized rewards NaN: count such samples as the worst.
+                loss = nattack_loss(logits, y_tiled, targeted)
+                loss = tf.where(nonfinite_rows(logits) | ~tf.math.is_finite(loss), _LOSS_CAP, loss)
+                loss = tf.reshape(loss, [chunk, batch])
                 succ = tf.reshape(is_adversarial(logits, y_tiled, targeted), [chunk, batch])
                 first = tf.argmax(tf.cast(succ, tf.int32), axis=0, output_type=tf.int32)
                 chosen = tf.gather_nd(cand, tf.stack([first, tf.range(batch)], axis=1))
@@ -251,11 +257,11 @@ class NAttack(Attack):
             rewards = -0.5 * losses
             mean, var = tf.nn.moments(rewards, axes=[0])
             advantage = (rewards - mean) / (tf.sqrt(var) + _STD_EPS)
-            step = self.learning_rate / (self.samples * self.sigma) * nes_direction(advantage, step_seed)
             new = tf.logical_and(found, tf.logical_not(done))
             x_out = tf.where(_expand(new, x), pick, x_out)
             done = tf.logical_or(done, new)
-            mu = tf.where(_expand(done, x), mu, mu + step)
+            # SGD descends: the negated NES direction ascends the rewards.
+            mu, _ = nes.step(mu, -nes_direction(advantage, step_seed), (), mask=_expand(~done, x))
             return i + 1, mu, done, x_out
 
         mu0 = self.init_std * tf.random.stateless_normal(tf.shape(x), fold(seed, 0))

@@ -16,13 +16,19 @@ An optimizer is a tiny object with `init(x) -> state` and
 gradient of the objective the attack *ascends* (the loop negates the loss of
 a targeted attack before calling `update`), `x` is the current iterate, and
 the returned direction has unit threat-norm per example (zero where the
-gradient vanishes). State is a tensor so that the loop can carry it through
-`tf.while_loop`.
+gradient vanishes). State is a nest of tensors so that the loop can carry it
+through `tf.while_loop`.
+
+`OptimStep` adapts any optimiser of `tfrobust.optim` (Adam for SPSA) to
+this protocol, so the library has one Adam.
 """
 
 import tensorflow as tf
 
-__all__ = ["SteepestAscent", "Momentum"]
+from tfrobust import _validate
+from tfrobust import optim
+
+__all__ = ["SteepestAscent", "Momentum", "OptimStep"]
 
 
 class SteepestAscent:
@@ -73,17 +79,7 @@ class Momentum:
     """
 
     def __init__(self, decay=1.0):
-        try:
-            decay = float(decay)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"Expected `decay` to be a non-negative number. Received: decay={decay!r}"
-            ) from None
-        if not decay >= 0.0 or decay == float("inf"):
-            raise ValueError(
-                f"Expected `decay` to be a finite non-negative number. Received: decay={decay!r}"
-            )
-        self.decay = decay
+        self.decay = _validate.check_float(decay, name="decay", minimum=0.0)
 
     def init(self, x):
         """Returns the zero accumulated gradient `g_0`."""
@@ -104,3 +100,47 @@ class Momentum:
 
     def __repr__(self):
         return f"Momentum(decay={self.decay})"
+
+
+class OptimStep:
+    """A `tfrobust.optim` optimiser as a PGD update rule (ascent, unnormalized).
+
+    The optimiser runs with learning rate 1 on the negated gradient (it
+    descends), so its step is the ascent direction and the loop's
+    `step_size` plays the learning rate: `x <- x + step_size * direction` is
+    one optimiser step on the ascended objective, followed by the loop's
+    projection. The direction ignores the threat's geometry (SPSA's Adam).
+
+    Args:
+        optimizer: an optimiser of `tfrobust.optim` (its learning rate is
+            replaced by 1), or a name: "adam", "sgd", "momentum".
+
+    Raises:
+        ValueError: on an unknown optimiser.
+    """
+
+    def __init__(self, optimizer="adam"):
+        optimizer = optim.get(optimizer)
+        config = {k: v for k, v in optimizer.get_config().items() if k != "name"}
+        config["learning_rate"] = 1.0
+        self.optimizer = type(optimizer)(**config)
+
+    def init(self, x):
+        """The optimiser's state for `x` (float32)."""
+        return self.optimizer.init(tf.zeros_like(x, dtype=tf.float32))
+
+    def update(self, grad, state, threat, x, bounds):
+        """One optimiser step on `-grad`; returns `(direction, state)`."""
+        del threat, x, bounds  # the optimiser's direction ignores the geometry
+        grad = tf.cast(grad, tf.float32)
+        # From 0, a unit-rate descent step on -grad is the ascent direction.
+        direction, state = self.optimizer.step(tf.zeros_like(grad), -grad, state)
+        return direction, state
+
+    def get_config(self):
+        config = self.optimizer.get_config()
+        config.pop("learning_rate")
+        return {"name": "OptimStep", "optimizer": config}
+
+    def __repr__(self):
+        return f"OptimStep({self.optimizer!r})"

@@ -22,16 +22,18 @@ onto ball ∩ box.
 """
 
 import functools
-import math
 
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _random
+from tfrobust import _validate
 from tfrobust import losses
 from tfrobust import threats
 from tfrobust.attacks import optimizers as optimizers_lib
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import is_adversarial
+from tfrobust.attacks.base import nonfinite_rows
 from tfrobust.attacks.base import resolve_loss
 
 __all__ = ["PGD", "FGSM", "BIM", "MIFGSM", "Restarts"]
@@ -71,10 +73,19 @@ def _sign(targeted):
     return tf.where(tf.cast(targeted, tf.bool), -1.0, 1.0)
 
 
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"Expected `{name}` to be an integer >= {minimum}. Received: {name}={value!r}")
-    return int(value)
+def _as_bool_tensor(targeted):
+    """A boolean scalar tensor, so that both modes share one trace."""
+    return targeted if isinstance(targeted, tf.Tensor) else tf.constant(bool(targeted))
+
+
+def finite_objective(obj, logits):
+    """`obj` with -inf where it or the logits are not finite.
+
+    A NaN or infinite objective must never win the best-iterate comparison
+    (`inf > best` would keep a point where the model breaks down).
+    """
+    bad = tf.logical_or(nonfinite_rows(logits), tf.logical_not(tf.math.is_finite(obj)))
+    return tf.where(bad, tf.constant(-np.inf, obj.dtype), obj)
 
 
 class PGD(Attack):
@@ -108,6 +119,9 @@ class PGD(Attack):
             Two attacks built with the same seed give the same result,
             compiled or eager.
         early_stop: stop once every example is adversarial.
+        validate: `"full"` or `"cheap"` (see `Attack`). With "cheap" and
+            labels given, one call runs the model `steps + 1` times per
+            restart (once per step and once on the last iterate; FGSM once).
 
     Raises:
         ValueError: on a threat without the needed methods, non-positive
@@ -120,8 +134,6 @@ class PGD(Attack):
         adversarial robustness with an ensemble of diverse parameter-free
         attacks", ICML 2020 (best-iterate bookkeeping, DLR loss).
     """
-
-    randomized = True
 
     def __init__(
         self,
@@ -136,8 +148,9 @@ class PGD(Attack):
         bounds=(0.0, 1.0),
         seed=None,
         early_stop=False,
+        validate="full",
     ):
-        super().__init__(threat, bounds=bounds)
+        super().__init__(threat, bounds=bounds, validate=validate)
         for method in ("steepest_direction", "random_init"):
             if threat is None or not callable(getattr(threat, method, None)):
                 raise ValueError(
@@ -145,19 +158,15 @@ class PGD(Attack):
                     f"Received: threat={threat!r}"
                 )
         eps = float(threat.eps)
-        self.steps = _positive_int(steps, "steps")
-        self.restarts = _positive_int(restarts, "restarts")
+        self.steps = _validate.check_int(steps, name="steps", minimum=1)
+        self.restarts = _validate.check_int(restarts, name="restarts", minimum=1)
         if step_size is None:
             step_size = 2.5 * eps / self.steps
-        try:
-            value = float(step_size)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not (value >= 0.0 and math.isfinite(value)):
-            raise ValueError(f"Expected `step_size` to be a finite number >= 0 or None. Received: step_size={step_size!r}")
-        step_size = value
-        self.step_size = step_size
-        self.random_start = bool(random_start)
+        self.step_size = _validate.check_float(step_size, name="step_size", minimum=0.0)
+        self.random_start = _validate.check_bool(random_start, name="random_start")
+        # Only a random start draws random numbers (restarts without one
+        # repeat the same deterministic run).
+        self.randomized = self.random_start
         self.loss = loss
         self._loss_fn = resolve_loss(loss)
         optimizer = optimizers_lib.SteepestAscent() if optimizer is None else optimizer
@@ -167,10 +176,8 @@ class PGD(Attack):
                 f"`update(grad, state, threat, x, bounds)`. Received: optimizer={optimizer!r}"
             )
         self.optimizer = optimizer
-        if seed is not None:
-            seed = _positive_int(seed, "seed", minimum=0)
-        self.seed = seed
-        self.early_stop = bool(early_stop)
+        self.seed = _random.check_seed(seed, allow_none=True)
+        self.early_stop = _validate.check_bool(early_stop, name="early_stop")
         self._rng = None
         self._y_clean = None
         # A partial, not the bound method: TensorFlow counts traces per code
@@ -198,9 +205,11 @@ class PGD(Attack):
     def _run(self, model, x, y, targeted):
         best = None
         # A tensor, so that targeted and untargeted calls share one trace.
-        targeted = tf.constant(bool(targeted))
+        targeted = _as_bool_tensor(targeted)
         for _ in range(self.restarts):
-            best = _keep_best(best, self._compiled(model, x, y, targeted, self._next_seed()), x)
+            # A deterministic run still takes a seed argument (one signature).
+            seed = self._next_seed() if self.randomized else tf.zeros([2], tf.int32)
+            best = _keep_best(best, self._compiled(model, x, y, targeted, seed), x)
         return best[0]
 
     def objective(self, logits, y, targeted):
@@ -252,7 +261,7 @@ class PGD(Attack):
             logits = model(x)
             obj = self.objective(logits, y, targeted)
         grad = tf.where(tf.math.is_finite(grad), grad, tf.zeros_like(grad))
-        return obj, grad, logits
+        return finite_objective(obj, logits), grad, logits
 
     def _attack_once(self, model, x, y, targeted, seed):
         """One run from one (random) start; returns `(x_best, obj_best, success_best)`."""
@@ -306,8 +315,13 @@ class PGD(Attack):
             (tf.constant(0), x_start, state, x_start, best_obj, best_succ),
             maximum_iterations=self.steps,
         )
+        if self.steps == 1 and self.restarts == 1:
+            # A single step's iterate is the result whatever it scores, and
+            # nothing compares it with another run: skip its forward pass.
+            self._y_clean = None
+            return x_cur, best_obj, best_succ
         logits = model(x_cur)
-        obj = self.objective(logits, y, targeted)
+        obj = finite_objective(self.objective(logits, y, targeted), logits)
         succ = is_adversarial(logits, y, targeted)
         best = update_best(i, x_cur, obj, succ, best_x, best_obj, best_succ)
         self._y_clean = None  # a graph tensor: never let it outlive the trace
@@ -332,9 +346,10 @@ class FGSM(PGD):
         ICLR 2015.
     """
 
-    def __init__(self, eps, p=np.inf, *, loss="ce", bounds=(0.0, 1.0)):
+    def __init__(self, eps, p=np.inf, *, loss="ce", bounds=(0.0, 1.0), validate="full"):
         threat = threats.LpBall(p, eps)
-        super().__init__(threat, steps=1, step_size=threat.eps, random_start=False, loss=loss, bounds=bounds)
+        super().__init__(threat, steps=1, step_size=threat.eps, random_start=False, loss=loss, bounds=bounds,
+                         validate=validate)
 
 
 class BIM(PGD):
@@ -358,7 +373,8 @@ class BIM(PGD):
         Workshop 2017.
     """
 
-    def __init__(self, threat, steps=None, step_size=None, *, loss="ce", bounds=(0.0, 1.0), early_stop=False):
+    def __init__(self, threat, steps=None, step_size=None, *, loss="ce", bounds=(0.0, 1.0), early_stop=False,
+                 validate="full"):
         eps = float(getattr(threat, "eps", 0.0))
         lo, hi = bounds
         if float(getattr(threat, "p", 0)) == np.inf:
@@ -372,7 +388,7 @@ class BIM(PGD):
             if step_size is None and isinstance(steps, (int, np.integer)) and steps > 0:
                 step_size = eps / steps
         super().__init__(threat, steps=steps, step_size=step_size, random_start=False, loss=loss,
-                         bounds=bounds, early_stop=early_stop)
+                         bounds=bounds, early_stop=early_stop, validate=validate)
 
 
 class MIFGSM(PGD):
@@ -393,11 +409,12 @@ class MIFGSM(PGD):
         Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018.
     """
 
-    def __init__(self, threat, steps=10, decay=1.0, *, loss="ce", bounds=(0.0, 1.0), early_stop=False):
-        steps = _positive_int(steps, "steps")
+    def __init__(self, threat, steps=10, decay=1.0, *, loss="ce", bounds=(0.0, 1.0), early_stop=False,
+                 validate="full"):
+        steps = _validate.check_int(steps, name="steps", minimum=1)
         super().__init__(threat, steps=steps, step_size=float(getattr(threat, "eps", 0.0)) / steps,
                          random_start=False, loss=loss, optimizer=optimizers_lib.Momentum(decay),
-                         bounds=bounds, early_stop=early_stop)
+                         bounds=bounds, early_stop=early_stop, validate=validate)
 
 
 class Restarts(Attack):
@@ -411,6 +428,9 @@ class Restarts(Attack):
         attack: an `Attack`.
         n: number of runs (>= 1).
 
+    Its capabilities (`black_box`, `uses_eot`, `randomized`, `steps`, the
+    random generators and `validate`) are the wrapped attack's.
+
     Raises:
         ValueError: if `attack` is not an `Attack` or `n < 1`.
     """
@@ -418,10 +438,18 @@ class Restarts(Attack):
     def __init__(self, attack, n):
         if not isinstance(attack, Attack):
             raise ValueError(f"Expected `attack` to be a tfrobust Attack. Received: attack={attack!r}")
-        super().__init__(attack.threat, bounds=attack.bounds)
+        super().__init__(attack.threat, bounds=attack.bounds, validate=attack.validate)
         self.attack = attack
-        self.n = _positive_int(n, "n")
+        self.n = _validate.check_int(n, name="n", minimum=1)
         self._loss_fn = resolve_loss(getattr(attack, "loss", None) or "ce")
+
+    black_box = property(lambda self: self.attack.black_box)
+    uses_eot = property(lambda self: self.attack.uses_eot)
+    randomized = property(lambda self: self.attack.randomized)
+    steps = property(lambda self: self.attack.steps)
+
+    def random_generators(self):
+        return self.attack.random_generators()
 
     def get_config(self):
         config = super().get_config()
@@ -434,7 +462,6 @@ class Restarts(Attack):
         for _ in range(self.n):
             x_adv = self.attack._finalize(x, self.attack._run(model, x, y, targeted))
             logits = model(x_adv)
-            obj = sign * tf.cast(self._loss_fn(logits, y), tf.float32)
-            obj = tf.where(tf.math.is_nan(obj), tf.constant(-np.inf, tf.float32), obj)
+            obj = finite_objective(sign * tf.cast(self._loss_fn(logits, y), tf.float32), logits)
             best = _keep_best(best, (x_adv, obj, is_adversarial(logits, y, targeted)), x)
         return best[0]

@@ -17,7 +17,8 @@ x_adv = attack(model, x)            # queries model outputs only
 
 Only the gradient source differs from `PGD`: `SPSA.value_and_grad` replaces
 the backward pass by the simultaneous-perturbation estimate of Uesato et
-al. (2018), and the update rule is Adam. Everything else (projection into
+al. (2018), and the update rule is `tfrobust.optim.Adam` (through
+`optimizers.OptimStep`). Everything else (projection into
 threat ∩ box after every step, best-iterate bookkeeping, early stopping,
 restarts, seeding) is PGD's own loop.
 
@@ -33,80 +34,18 @@ per-example loss function works), and the chunks are accumulated in a
 `tf.while_loop`.
 """
 
-import math
-
 import tensorflow as tf
 
+from tfrobust import _random
+from tfrobust import _validate
+from tfrobust import optim
+from tfrobust.attacks.optimizers import OptimStep
 from tfrobust.attacks.pgd import PGD
-from tfrobust.attacks.pgd import _positive_int
 
-__all__ = ["SPSA", "Adam"]
+__all__ = ["SPSA"]
 
-
-def _positive_float(value, name, *, allow_zero=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"Expected `{name}` to be a positive number. Received: {name}={value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"Expected `{name}` to be a finite number {bound}. Received: {name}={value!r}")
-    return value
-
-
-class Adam:
-    """Adam as a PGD update rule: `direction = m_hat / (sqrt(v_hat) + epsilon)`.
-
-    Follows the `init` / `update` protocol of `tfrobust.attacks.optimizers`,
-    except that the direction is not normalized in the threat's norm: the
-    loop's `step_size` plays the role of Adam's learning rate, so that
-    `x <- x + step_size * direction` is one Adam ascent step of the
-    objective, followed by the loop's projection. The state is the tuple
-    `(m, v, t)` carried through `tf.while_loop`.
-
-    Args:
-        beta_1: decay of the first moment (0.9).
-        beta_2: decay of the second moment (0.999).
-        epsilon: added to `sqrt(v_hat)` (1e-8).
-
-    Raises:
-        ValueError: if a beta is outside [0, 1) or epsilon is not positive.
-
-    References:
-        Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
-    """
-
-    def __init__(self, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
-        for name, value in (("beta_1", beta_1), ("beta_2", beta_2)):
-            value = _positive_float(value, name, allow_zero=True)
-            if value >= 1.0:
-                raise ValueError(f"Expected `{name}` in [0, 1). Received: {name}={value!r}")
-        self.beta_1 = float(beta_1)
-        self.beta_2 = float(beta_2)
-        self.epsilon = _positive_float(epsilon, "epsilon")
-
-    def init(self, x):
-        """Returns `(m, v, t)`: zero moments and a zero step count."""
-        zeros = tf.zeros_like(x, dtype=tf.float32)
-        return (zeros, zeros, tf.zeros([], tf.float32))
-
-    def update(self, grad, state, threat, x, bounds):
-        """One Adam step on the gradient of the ascended objective."""
-        del threat, x, bounds  # Adam's direction ignores the geometry.
-        m, v, t = state
-        grad = tf.cast(grad, tf.float32)
-        t = t + 1.0
-        m = self.beta_1 * m + (1.0 - self.beta_1) * grad
-        v = self.beta_2 * v + (1.0 - self.beta_2) * tf.square(grad)
-        m_hat = m / (1.0 - tf.pow(self.beta_1, t))
-        v_hat = v / (1.0 - tf.pow(self.beta_2, t))
-        return m_hat / (tf.sqrt(v_hat) + self.epsilon), (m, v, t)
-
-    def get_config(self):
-        return {"name": "Adam", "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
-
-    def __repr__(self):
-        return f"Adam(beta_1={self.beta_1}, beta_2={self.beta_2}, epsilon={self.epsilon})"
+# Offset of the perturbation stream's seed from the random-start stream's.
+_NOISE_SEED_OFFSET = 104729
 
 
 class SPSA(PGD):
@@ -134,8 +73,10 @@ class SPSA(PGD):
         restarts: independent runs, the best kept per example.
         bounds: `(lo, hi)` input domain.
         seed: integer seed of the perturbations and random starts; two
-            attacks with one seed give the same result.
+            attacks with one seed give the same result. The two streams'
+            generators are declared by `random_generators()`.
         early_stop: stop once every example is adversarial.
+        validate: `"full"` or `"cheap"` (see `Attack`).
 
     Raises:
         ValueError: on bad hyper-parameters (odd or non-positive `samples`
@@ -166,9 +107,10 @@ class SPSA(PGD):
         bounds=(0.0, 1.0),
         seed=None,
         early_stop=True,
+        validate="full",
     ):
-        samples = _positive_int(samples, "samples", minimum=2)
-        chunk_size = _positive_int(chunk_size, "chunk_size", minimum=2)
+        samples = _validate.check_int(samples, name="samples", minimum=2)
+        chunk_size = _validate.check_int(chunk_size, name="chunk_size", minimum=2)
         if samples % 2:
             raise ValueError(
                 f"Expected `samples` to be even (pairs x ± delta v). Received: samples={samples}"
@@ -181,20 +123,24 @@ class SPSA(PGD):
             )
         self.samples = samples
         self.chunk_size = chunk_size
-        self.delta = _positive_float(delta, "delta")
-        self.learning_rate = _positive_float(learning_rate, "learning_rate")
+        self.delta = _validate.check_float(delta, name="delta", minimum=0.0, exclusive_minimum=True)
+        self.learning_rate = _validate.check_float(learning_rate, name="learning_rate", minimum=0.0,
+                                                   exclusive_minimum=True)
         super().__init__(
             threat,
             steps=steps,
             step_size=self.learning_rate,
             random_start=random_start,
             loss=loss,
-            optimizer=Adam(),
+            optimizer=OptimStep(optim.Adam(folded=False)),  # the reference's form
             restarts=restarts,
             bounds=bounds,
             seed=seed,
             early_stop=early_stop,
+            validate=validate,
         )
+        # The finite-difference directions are random even from a fixed start.
+        self.randomized = True
         self._noise_rng = None
 
     def get_config(self):
@@ -205,22 +151,24 @@ class SPSA(PGD):
         )
         return config
 
+    def random_generators(self):
+        """Both generators: the random starts' and the perturbations'."""
+        return [self._generator(), self._noise_generator()]
+
+    def _noise_generator(self):
+        if self._noise_rng is None:
+            seed = None if self.seed is None else (self.seed + _NOISE_SEED_OFFSET) % 2**32
+            self._noise_rng = _random.make_generator(seed)
+        return self._noise_rng
+
     def _noise_seed(self):
         """A fresh stateless seed `[2]` for one gradient estimate."""
-        if self._noise_rng is None:
-            with tf.init_scope():
-                if self.seed is None:
-                    self._noise_rng = tf.random.Generator.from_non_deterministic_state()
-                else:
-                    # Offset from the random-start stream of `PGD._next_seed`.
-                    self._noise_rng = tf.random.Generator.from_seed(self.seed + 104729)
-        seed = self._noise_rng.make_seeds(1)[:, 0]
-        return tf.cast(seed % (2**31 - 1), tf.int32)
+        return _random.next_seed(self._noise_generator())
 
     def _run(self, model, x, y, targeted):
-        # Create the generator eagerly: a variable made while tracing a
+        # Create the generators eagerly: a variable made while tracing a
         # retraced tf.function would be rejected.
-        self._noise_seed()
+        self.random_generators()
         return super()._run(model, x, y, targeted)
 
     def value_and_grad(self, loss_fn, x):

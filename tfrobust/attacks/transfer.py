@@ -110,6 +110,11 @@ class TransferAttack(Attack):
         model: the target model, a callable returning logits.
         x, y, targeted: as for every attack.
 
+    It is black-box with respect to the target (gradients are taken on the
+    surrogate only); its randomness, step count and EoT are the wrapped
+    attack's, and so are its random generators. `validate` is the wrapped
+    attack's: with "cheap" and labels given, the target is never queried.
+
     Raises:
         ValueError: if `source_model` is not callable or `attack` is not an
             `Attack`.
@@ -130,9 +135,16 @@ class TransferAttack(Attack):
             )
         if not isinstance(attack, Attack):
             raise ValueError(f"Expected `attack` to be a tfrobust Attack. Received: attack={attack!r}")
-        super().__init__(attack.threat, bounds=attack.bounds)
+        super().__init__(attack.threat, bounds=attack.bounds, validate=attack.validate)
         self.source_model = source_model
         self.attack = attack
+
+    uses_eot = property(lambda self: self.attack.uses_eot)
+    randomized = property(lambda self: self.attack.randomized)
+    steps = property(lambda self: self.attack.steps)
+
+    def random_generators(self):
+        return self.attack.random_generators()
 
     def get_config(self):
         config = super().get_config()
@@ -160,6 +172,6 @@ class TransferAttack(Attack):
         Raises:
             ValueError: on bad inputs, as `__call__`.
         """
-        x, y = self._prepare(model, x, y, targeted)
-        x_adv = self._finalize(x, self._run(model, x, y, bool(targeted)))
+        model, x, y, targeted = self._validated(model, x, y, targeted)
+        x_adv = self._finalize(x, self._run(model, x, y, targeted))
         return x_adv, transfer_report(self.source_model, model, x_adv, y, targeted=targeted)
