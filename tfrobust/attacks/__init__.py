@@ -9,6 +9,7 @@ from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.attacks.base import MinimizationResult
 from tfrobust.attacks.base import is_adversarial
+from tfrobust.attacks.base import nonfinite_rows
 from tfrobust.attacks.base import resolve_loss
 from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
@@ -18,6 +19,7 @@ from tfrobust.attacks.deepfool import DeepFool
 from tfrobust.attacks.ead import EAD
 from tfrobust.attacks.nattack import NAttack
 from tfrobust.attacks.optimizers import Momentum
+from tfrobust.attacks.optimizers import OptimStep
 from tfrobust.attacks.optimizers import SteepestAscent
 from tfrobust.attacks.pgd import BIM
 from tfrobust.attacks.pgd import FGSM
@@ -27,3 +29,10 @@ from tfrobust.attacks.pgd import Restarts
 from tfrobust.attacks.spsa import SPSA
 from tfrobust.attacks.transfer import TransferAttack
 from tfrobust.attacks.transfer import transfer_report
+
+__all__ = [
+    "Attack", "MinimizationAttack", "MinimizationResult", "is_adversarial", "nonfinite_rows",
+    "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DeepFool",
+    "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",
+    "Restarts", "SPSA", "TransferAttack", "transfer_report",
+]
