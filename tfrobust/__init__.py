@@ -18,11 +18,13 @@ _SUBMODULES = (
     "attacks",
     "bounds",
     "data",
+    "defenses",
     "evaluation",
     "experiments",
     "layers",
     "losses",
     "models",
+    "optim",
     "regularizers",
     "testing",
     "threats",
@@ -41,17 +43,36 @@ def __getattr__(name):
 
 
 def load_model(path, **kwargs):
-    """`keras.saving.load_model` with every tfrobust layer registered first.
+    """Loads a saved classifier: a `.keras` file or a SavedModel directory.
 
-    Keras finds custom classes through its registry, which is filled when
-    their modules are imported; the lazy top-level import would otherwise
-    leave a saved tfrobust model unloadable in a fresh process.
+    Every tfrobust layer, model and defense is registered first: Keras finds
+    custom classes through its registry, which is filled when their modules
+    are imported, and the lazy top-level import would otherwise leave a
+    saved tfrobust model unloadable in a fresh process.
+
+    Args:
+        path: a `.keras` (or legacy `.h5`) file, or a SavedModel directory
+            (`model.export(path)`), which loads as
+            `tfrobust.models.saved_model.SavedModelClassifier`, a callable
+            returning logits.
+        **kwargs: passed to `keras.saving.load_model` for Keras files
+            (`compile`, `custom_objects`, `safe_mode`).
+
+    Returns:
+        A `keras.Model`, or a `SavedModelClassifier` for a SavedModel.
+
+    Raises:
+        FileNotFoundError: only if `path` does not exist.
+        ValueError: if `path` is a directory that is not a SavedModel, has
+            an unknown suffix, or is a file that exists but is not a readable
+            Keras archive (truncated, not a zip, config.json missing, weights
+            HDF5 unreadable: the message says which).
     """
-    import keras
+    for name in ("layers", "models", "models.wrappers", "defenses"):
+        importlib.import_module(f"{__name__}.{name}")
+    from tfrobust.models import saved_model
 
-    importlib.import_module(f"{__name__}.layers")
-    importlib.import_module(f"{__name__}.models")
-    return keras.saving.load_model(path, **kwargs)
+    return saved_model.load_model(path, **kwargs)
 
 
 def __dir__():
