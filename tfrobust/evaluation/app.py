@@ -22,68 +22,30 @@ import numpy as np
 __all__ = ["SavedModelClassifier", "load_model", "run_attack_app"]
 
 
-class SavedModelClassifier:
-    """A SavedModel's serving function as a logits model.
+def __getattr__(name):
+    # SavedModelClassifier moved to tfrobust.models.saved_model (one loader
+    # for the library and the apps); resolved on use so that importing this
+    # module still loads no TensorFlow.
+    if name == "SavedModelClassifier":
+        from tfrobust.models.saved_model import SavedModelClassifier
 
-    Args:
-        path: a SavedModel directory (e.g. written by `model.export(path)`).
-        call_endpoint: the endpoint to call ("serve").
-        output_key: for endpoints returning a dict, the key of the logits
-            (default: the only entry, else "logits", else "output_0").
-    """
-
-    def __init__(self, path, call_endpoint="serve", output_key=None):
-        import keras
-
-        self.layer = keras.layers.TFSMLayer(path, call_endpoint=call_endpoint)
-        self.output_key = output_key
-
-    def __call__(self, x, training=False):
-        del training
-        out = self.layer(x)
-        if isinstance(out, dict):
-            key = self.output_key
-            if key is None:
-                key = next(iter(out)) if len(out) == 1 else ("logits" if "logits" in out else "output_0")
-            if key not in out:
-                raise ValueError(
-                    f"Expected the SavedModel to return logits under one of {sorted(out)}. "
-                    f"Received: output_key={key!r}"
-                )
-            out = out[key]
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return out
+        return SavedModelClassifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(path):
     """Loads a `.keras` file (or `.h5`) or a SavedModel directory as a logits model.
 
+    `tfrobust.load_model` with errors named after the app's `--model` flag.
+
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: if it is neither a Keras file nor a SavedModel directory.
+        ValueError: if it is neither a readable Keras file nor a SavedModel
+            directory (the message says why).
     """
-    import keras
+    import tfrobust
 
-    # Registers tfrobust's custom layers before deserialization.
-    import tfrobust.layers  # noqa: F401
-    import tfrobust.models  # noqa: F401
-    import tfrobust.models.wrappers  # noqa: F401
-
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"Expected `model` to be a path. Received: model={path!r}")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Expected `model` to be an existing path. Received: model={path!r}")
-    if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(
-                "Expected `model` to be a .keras file or a SavedModel directory (with "
-                f"saved_model.pb). Received: model={path!r}"
-            )
-        return SavedModelClassifier(path)
-    if not path.endswith((".keras", ".h5")):
-        raise ValueError(f"Expected `model` to end with .keras or .h5. Received: model={path!r}")
-    return keras.saving.load_model(path, compile=False)
+    return tfrobust.load_model(path, argument="model", compile=False)
 
 
 def _file_name(attack, eps):
