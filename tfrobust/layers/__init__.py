@@ -8,5 +8,13 @@ attack may use its layers.
 from tfrobust.layers.activations import ScaledSoftplus
 from tfrobust.layers.normalization import LocalResponseNormalization
 from tfrobust.layers.padding import ChannelZeroPad
+from tfrobust.layers.rbf import RBFLayer
+from tfrobust.layers.rbf import ReconstructionLayer
 
-__all__ = ["ChannelZeroPad", "LocalResponseNormalization", "ScaledSoftplus"]
+__all__ = [
+    "ChannelZeroPad",
+    "LocalResponseNormalization",
+    "RBFLayer",
+    "ReconstructionLayer",
+    "ScaledSoftplus",
+]
