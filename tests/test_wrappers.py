@@ -83,6 +83,52 @@ def test_bpda_config_round_trip():
     np.testing.assert_allclose(grad.numpy(), 0.25)
 
 
+def test_bpda_surrogate_sees_the_forward_output(rng):
+    x = rng.uniform(size=(3, 4)).astype("float32")
+    v = rng.normal(size=x.shape).astype("float32")
+    seen = []
+
+    def surrogate(z, y):
+        seen.append(y)
+        return y * z  # gradient y (a constant: the forward's output)
+
+    bpda = BPDA(_quantize, surrogate=surrogate, surrogate_takes_output=True)
+    out, grad = _grad(lambda z: tf.reduce_sum(v * bpda(z)), x)
+    np.testing.assert_allclose(out.numpy(), np.sum(v * _quantize(x).numpy()), rtol=1e-5)
+    np.testing.assert_allclose(seen[-1].numpy(), _quantize(x).numpy())
+    np.testing.assert_allclose(grad.numpy(), v * _quantize(x).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_bpda_forward_with_aux(rng):
+    # The forward returns (y, aux), e.g. (G(z*), z*); the layer outputs y and
+    # the surrogate gets aux: here aux = 3 x, surrogate aux * x, gradient 3 x v.
+    x = rng.uniform(size=(3, 4)).astype("float32")
+    v = rng.normal(size=x.shape).astype("float32")
+    bpda = BPDA(lambda z: (_quantize(z), {"scale": 3.0 * z}),
+                surrogate=lambda z, y, aux: aux["scale"] * z, forward_has_aux=True)
+
+    @tf.function
+    def run(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = tf.reduce_sum(v * bpda(z))
+        return out, tape.gradient(out, z)
+
+    out, grad = run(tf.constant(x))
+    np.testing.assert_allclose(out.numpy(), np.sum(v * _quantize(x).numpy()), rtol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), 3.0 * x * v, rtol=1e-5, atol=1e-6)
+    # The identity surrogate still works with an aux forward.
+    _, grad = _grad(lambda z: tf.reduce_sum(v * BPDA(lambda t: (_quantize(t), ()), forward_has_aux=True)(z)), x)
+    np.testing.assert_allclose(grad.numpy(), v, rtol=1e-6)
+
+
+def test_bpda_flags_round_trip():
+    layer = BPDA(keras.layers.Rescaling(0.5), surrogate_takes_output=True)
+    config = layer.get_config()
+    assert config["surrogate_takes_output"] is True and config["forward_has_aux"] is False
+    assert BPDA.from_config(config).surrogate_takes_output is True
+
+
 # ---------------------------------------------------------------------------
 # EoT.
 
@@ -177,6 +223,30 @@ def test_eot_in_keras_model_saves_and_loads(tmp_path, rng):
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
 
 
+class _Declares:
+    """A callable model that declares the engine's flags."""
+
+    randomized = True
+    optimizes_at_inference = True
+
+    def __call__(self, x):
+        return tf.reshape(x, [tf.shape(x)[0], -1])
+
+
+def test_eot_declares_uses_eot_and_passes_flags_through():
+    eot = EoT(_Declares(), n=2)
+    assert EoT.uses_eot is True and eot.uses_eot is True
+    assert eot.randomized is True and eot.optimizes_at_inference is True
+    plain = EoT(lambda z: z, n=2)  # undeclared flags read as False
+    assert plain.randomized is False and plain.optimizes_at_inference is False
+    # An EoT of an EoT is still random when the inner model is.
+    assert EoT(eot, n=2).randomized is True
+    bad = _Declares()
+    bad.randomized = "yes"
+    with pytest.raises(ValueError, match="randomized"):
+        EoT(bad, n=2).randomized
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
@@ -187,6 +257,8 @@ def test_eot_in_keras_model_saves_and_loads(tmp_path, rng):
         (lambda: EoT(lambda z: z, max_batch=0), "max_batch"),
         (lambda: BPDA(None), "forward"),
         (lambda: BPDA(_quantize, surrogate=3.0), "surrogate"),
+        (lambda: BPDA(_quantize, surrogate_takes_output="yes"), "surrogate_takes_output"),
+        (lambda: BPDA(_quantize, forward_has_aux=1), "forward_has_aux"),
     ],
 )
 def test_bad_arguments_raise(make, match):

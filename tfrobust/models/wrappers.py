@@ -32,11 +32,30 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["BPDA", "EoT"]
+from tfrobust import _validate
+
+__all__ = ["BPDA", "EoT", "declared_flag"]
+
+# The flags a model may declare for the evaluation engine (see
+# `tfrobust.evaluation`); an undeclared flag means False.
+_MODEL_FLAGS = ("randomized", "optimizes_at_inference", "uses_eot")
 
 
-def _identity(x):
-    return x
+def declared_flag(model, name):
+    """The value of a flag `model` declares (`randomized`,
+    `optimizes_at_inference`, `uses_eot`), False when it declares none.
+
+    Models are any callables, so the flag is read as a declared attribute
+    with the protocol's default; a declared value must be a real bool.
+
+    Raises:
+        ValueError: for an unknown flag name or a declared non-bool value.
+    """
+    _validate.check_choice(name, name="name", choices=_MODEL_FLAGS)
+    value = getattr(model, name, False)
+    if callable(value) and not isinstance(value, bool):
+        return False  # a method of that name, not a declared flag
+    return _validate.check_bool(value, name=f"model.{name}")
 
 
 def _build_sublayers(input_shape, *fns):
@@ -63,12 +82,27 @@ class BPDA(keras.layers.Layer):
     identity by default, i.e. `d forward / dx ≈ I` (Athalye et al. 2018).
     No gradient flows into variables of `forward`.
 
+    The surrogate may see what the forward pass found: with
+    `surrogate_takes_output=True` it is called as `surrogate(x, y)` with
+    `y = forward(x)` (a constant), and with `forward_has_aux=True` the
+    forward returns `(y, aux)` (any nest of tensors, e.g. the latent z* an
+    inversion found), the layer outputs `y`, and the surrogate is called as
+    `surrogate(x, y, aux)`. Only the surrogate's gradient with respect to
+    `x` is used, so a surrogate such as `G(z*) + (x - stop_gradient(x))`
+    (value of the forward, identity gradient) or `G(z* + P (x -
+    stop_gradient(x)))` (a linearised inversion) is a function of `x` built
+    from the forward's result.
+
     Args:
-        forward: callable `x -> y`, the real transform (may be
+        forward: callable `x -> y` (or `x -> (y, aux)` with
+            `forward_has_aux`), the real transform (may be
             non-differentiable; it must run on TensorFlow tensors).
-        surrogate: differentiable callable `x -> y'` with the shape of
-            `forward(x)`, or `None` for the identity (then `forward` must
-            preserve the shape of `x`).
+        surrogate: differentiable callable with the shape of `y`: `x -> y'`,
+            `(x, y) -> y'` or `(x, y, aux) -> y'` (see above), or `None` for
+            the identity (then `y` must have the shape of `x`).
+        surrogate_takes_output: call the surrogate as `surrogate(x, y)`.
+        forward_has_aux: the forward returns `(y, aux)`; the surrogate is
+            called as `surrogate(x, y, aux)`.
         **kwargs: base layer keyword arguments (`name`, ...).
 
     Call arguments:
@@ -79,15 +113,20 @@ class BPDA(keras.layers.Layer):
         `forward(inputs)`, whose gradient is the surrogate's.
 
     Raises:
-        ValueError: if `forward` or `surrogate` is not callable.
+        ValueError: if `forward` or `surrogate` is not callable, or a flag is
+            not a bool.
 
     References:
         Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense
         of Security", ICML 2018.
     """
 
-    def __init__(self, forward, surrogate=None, **kwargs):
+    def __init__(self, forward, surrogate=None, *, surrogate_takes_output=False,
+                 forward_has_aux=False, **kwargs):
         super().__init__(**kwargs)
+        self.surrogate_takes_output = _validate.check_bool(
+            surrogate_takes_output, name="surrogate_takes_output")
+        self.forward_has_aux = _validate.check_bool(forward_has_aux, name="forward_has_aux")
         if not callable(forward):
             raise ValueError(f"Expected `forward` to be callable. Received: forward={forward!r}")
         if surrogate is not None and not callable(surrogate):
@@ -100,19 +139,34 @@ class BPDA(keras.layers.Layer):
     def build(self, input_shape):
         _build_sublayers(input_shape, self.forward, self.surrogate)
 
+    def _surrogate_of(self, x, y, aux):
+        if self.surrogate is None:
+            return x
+        if self.forward_has_aux:
+            return self.surrogate(x, y, aux)
+        if self.surrogate_takes_output:
+            return self.surrogate(x, y)
+        return self.surrogate(x)
+
     def call(self, inputs, training=False):
         del training
-        surrogate = self.surrogate or _identity
         forward = self.forward
 
         @tf.custom_gradient
         def approximated(x):
-            y = forward(x)
+            out = forward(x)
+            if self.forward_has_aux:
+                y, aux = out
+                aux = tf.nest.map_structure(tf.stop_gradient, aux)
+            else:
+                y, aux = out, None
+            y = tf.convert_to_tensor(y)
+            y_const = tf.stop_gradient(y)
 
             def grad(upstream, variables=None):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
-                    y_surrogate = surrogate(x)
+                    y_surrogate = self._surrogate_of(x, y_const, aux)
                 dx = tape.gradient(
                     y_surrogate,
                     x,
@@ -131,7 +185,9 @@ class BPDA(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(forward=_serialize(self.forward), surrogate=_serialize(self.surrogate))
+        config.update(forward=_serialize(self.forward), surrogate=_serialize(self.surrogate),
+                      surrogate_takes_output=self.surrogate_takes_output,
+                      forward_has_aux=self.forward_has_aux)
         return config
 
     @classmethod
@@ -174,6 +230,10 @@ class EoT(keras.layers.Layer):
     Returns:
         Float tensor `[B, K]`.
 
+    Declared flags: `uses_eot = True`; `randomized` and
+    `optimizes_at_inference` are those the wrapped model declares (an
+    average of n random draws is still random).
+
     Raises:
         ValueError: on a non-callable model, `n < 1`, an unknown `average`
             or `max_batch < 1`.
@@ -183,6 +243,8 @@ class EoT(keras.layers.Layer):
         Examples", ICML 2018. Athalye, Carlini & Wagner, "Obfuscated
         Gradients Give a False Sense of Security", ICML 2018.
     """
+
+    uses_eot = True
 
     def __init__(self, model, n=10, average="logits", max_batch=4096, **kwargs):
         super().__init__(**kwargs)
@@ -202,6 +264,14 @@ class EoT(keras.layers.Layer):
         self.n = n
         self.average = average
         self.max_batch = max_batch
+
+    @property
+    def randomized(self):
+        return declared_flag(self.model, "randomized")
+
+    @property
+    def optimizes_at_inference(self):
+        return declared_flag(self.model, "optimizes_at_inference")
 
     def _draws_per_call(self, batch):
         if self.max_batch is None or batch is None:
