@@ -4,20 +4,21 @@
         --attacks=fgsm,pgd,cw --norm=2 --eps=0.5,1.0,2.0 --steps=100 --out_dir=out
 
 Writes `adv_<attack>_<eps>.npz` (x_adv, y, predictions) per attack and eps,
-and `report.json`, `report.md`, `results.npz`, `robust_accuracy.png`. The
+and `report.json`, `report.md`, `results.npz`, `robust_accuracy.png`; each
+attack's files are written as soon as it finishes. The
 model is a `.keras` file or a SavedModel directory (`model.export(path)`)
 returning logits. Attacks run on the default device; `--strategy` only
-scopes the model (see `tfrobust.evaluation.app`).
+scopes the model (see `tfrobust.evaluation.app`). A bad flag, a missing
+file or an `--out_dir` that cannot be a folder ends with the message on
+stderr and exit status 1.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfrobust.evaluation import registry  # noqa: E402
+from tfrobust.evaluation import registry
+from tfrobust.experiments._cli import run_main
 
 flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory (logits).")
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "gtsrb", "digits"], "Dataset.")
@@ -50,29 +51,26 @@ def main(argv):
         for name in FLAGS.attacks:
             registry.attack_norm(name, FLAGS.norm)
     except ValueError as err:
-        raise app.UsageError(f"--attacks/--norm: {err}") from err
+        raise ValueError(f"--attacks/--norm: {err}") from None
     try:
         registry.parse_eps(FLAGS.eps)
     except ValueError as err:
-        raise app.UsageError(f"--eps: {err}") from err
+        raise ValueError(f"--eps: {err}") from None
     if not os.path.exists(FLAGS.model):
-        raise app.UsageError(f"--model: no such file or directory: {FLAGS.model!r}")
+        raise FileNotFoundError(f"--model: no such file or directory: {FLAGS.model!r}")
     if FLAGS.target_class is not None and not FLAGS.targeted:
-        raise app.UsageError("--target_class requires --targeted.")
+        raise ValueError("--target_class requires --targeted.")
     from tfrobust.evaluation import run_attack_app
 
-    try:
-        run_attack_app(
-            FLAGS.model, out_dir=FLAGS.out_dir, dataset=FLAGS.dataset, split=FLAGS.split,
-            data_dir=FLAGS.data_dir, n_examples=FLAGS.n_examples, batch_size=FLAGS.batch_size,
-            attacks=FLAGS.attacks, norm=FLAGS.norm, eps=FLAGS.eps, steps=FLAGS.steps,
-            step_size=FLAGS.step_size, restarts=FLAGS.restarts, targeted=FLAGS.targeted,
-            target_class=FLAGS.target_class, eot_samples=FLAGS.eot_samples,
-            strategy=FLAGS.strategy, seed=FLAGS.seed, sanity_checks=FLAGS.sanity_checks,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from err
+    run_attack_app(
+        FLAGS.model, out_dir=FLAGS.out_dir, dataset=FLAGS.dataset, split=FLAGS.split,
+        data_dir=FLAGS.data_dir, n_examples=FLAGS.n_examples, batch_size=FLAGS.batch_size,
+        attacks=FLAGS.attacks, norm=FLAGS.norm, eps=FLAGS.eps, steps=FLAGS.steps,
+        step_size=FLAGS.step_size, restarts=FLAGS.restarts, targeted=FLAGS.targeted,
+        target_class=FLAGS.target_class, eot_samples=FLAGS.eot_samples,
+        strategy=FLAGS.strategy, seed=FLAGS.seed, sanity_checks=FLAGS.sanity_checks,
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -10,42 +10,49 @@ and a plot of certified / empirical accuracy against the radius:
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfrobust.experiments import cl_report  # noqa: E402
+from tfrobust.experiments import cl_report
+from tfrobust.experiments._cli import run_main
 
 flags.DEFINE_string("exp_dir", "exps", "Root folder of experiments.")
 flags.DEFINE_string("experiment_name", None, "Only runs of this experiment (default: all).")
 flags.DEFINE_string("run_dir", None, "One run folder instead of a whole experiment.")
 flags.DEFINE_string("out_dir", None, "Where the report goes (default: <root>/report).")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: as recorded / $TFROBUST_DATA_DIR).")
-flags.DEFINE_integer("n_eval", None, "Number of test points (default: the whole split).")
-flags.DEFINE_integer("batch_size", 128, "Evaluation chunk size.")
+flags.DEFINE_integer("n_eval", None, "Number of test points (default: the whole split).", lower_bound=1)
+flags.DEFINE_integer("batch_size", 128, "Evaluation chunk size.", lower_bound=1)
 flags.DEFINE_list("radii", ["0.1", "0.2", "0.5", "1.0"], "L2 radii for the accuracy columns.")
 FLAGS = flags.FLAGS
+
+
+def _radii(values):
+    try:
+        radii = tuple(float(r) for r in values)
+    except ValueError:
+        radii = None
+    if not radii or any(not r >= 0 or r == float("inf") for r in radii):
+        raise ValueError(
+            "Expected `--radii` to be a comma-separated list of finite radii >= 0. "
+            f"Received: --radii={','.join(values)}"
+        )
+    return radii
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     root = FLAGS.run_dir or os.path.join(FLAGS.exp_dir, FLAGS.experiment_name or "")
-    try:
-        radii = tuple(float(r) for r in FLAGS.radii)
-        cl_report.report(
-            root,
-            FLAGS.out_dir or os.path.join(root, "report"),
-            data_dir=FLAGS.data_dir,
-            n_eval=FLAGS.n_eval,
-            radii=radii,
-            batch_size=FLAGS.batch_size,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from err
+    cl_report.report(
+        root,
+        FLAGS.out_dir or os.path.join(root, "report"),
+        data_dir=FLAGS.data_dir,
+        n_eval=FLAGS.n_eval,
+        radii=_radii(FLAGS.radii),
+        batch_size=FLAGS.batch_size,
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -1,4 +1,4 @@
-"""Trains and evaluates a grid of Cross-Lipschitz runs from a config file.
+"""Trains and evaluates a grid of runs from a config file (its `experiment` names the kind).
 
     python apps/sweep.py --config=configs/cross_lipschitz_mnist.py \
         --exp_dir=exps --out_dir=docs/results/cl_mnist --data_dir=PATH
@@ -8,14 +8,10 @@ Killed sweeps resume: finished runs are skipped, interrupted ones continue
 from their last checkpoint.
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfrobust.experiments import sweep  # noqa: E402
+from tfrobust.experiments import sweep
+from tfrobust.experiments._cli import run_main
 
 flags.DEFINE_string("config", None, "Python file with get_config(quick=False).", required=True)
 flags.DEFINE_bool("quick", False, "The config's shrunk variant (smoke test).")
@@ -32,21 +28,18 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    try:
-        config = sweep.load_config_file(FLAGS.config, quick=FLAGS.quick)
-        only = {}
-        for item in FLAGS.only:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"Expected --only=key=value. Received: --only={item!r}")
-            only[key] = value
-        sweep.run_sweep(
-            config, exp_dir=FLAGS.exp_dir, data_dir=FLAGS.data_dir,
-            strategy=FLAGS.strategy, out_dir=FLAGS.out_dir, only=only,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from err
+    config = sweep.load_config_file(FLAGS.config, quick=FLAGS.quick)
+    only = {}
+    for item in FLAGS.only:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Expected --only=key=value. Received: --only={item!r}")
+        only[key] = value
+    sweep.run_sweep(
+        config, exp_dir=FLAGS.exp_dir, data_dir=FLAGS.data_dir,
+        strategy=FLAGS.strategy, out_dir=FLAGS.out_dir, only=only,
+    )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

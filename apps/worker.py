@@ -9,15 +9,11 @@ Flags and defaults mirror Hein & Andriushchenko's `worker.py`; `--data_dir`,
     python apps/worker.py ... --eval_robustness      # bounds of a trained run
 """
 
-import os
-import sys
-
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfrobust import training  # noqa: E402
-from tfrobust.experiments import cross_lipschitz as cl  # noqa: E402
+from tfrobust import training
+from tfrobust.experiments import cross_lipschitz as cl
+from tfrobust.experiments._cli import run_main
 
 _D = cl.WorkerConfig()
 flags.DEFINE_string("gpu_number", "3", "GPU to use (sets CUDA_VISIBLE_DEVICES).")
@@ -56,11 +52,8 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     training.configure_devices(FLAGS.gpu_number, FLAGS.gpu_memory)
     config = cl.WorkerConfig(**{name: FLAGS[name].value for name in _CONFIG_FIELDS})
-    try:
-        cl.run(config)
-    except (ValueError, FileNotFoundError) as err:
-        raise app.UsageError(str(err)) from err
+    cl.run(config)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

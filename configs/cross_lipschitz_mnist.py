@@ -7,7 +7,7 @@ training. The MLP follows the original docstring's setting (batch 64, lr 0.2,
 lambda 1e-4, plus lambda 1e-3 for the two penalties) with fewer epochs than
 its 100, to fit a 2-core CPU. The ResNet half of the grid (20 epochs) is
 meant for a GPU: `--only=nn_type=resnet` trains just that half. `get_config(quick=True)` shrinks everything for
-the smoke test.
+the smoke test. `experiment` names the kind of run `apps/sweep.py` dispatches to.
 """
 
 
@@ -37,4 +37,5 @@ def get_config(quick=False):
             if run["nn_type"] == "mlp1layer" and not run["adv_train_flag"]
         ][:2]
         evaluation = dict(n_eval=20)
-    return dict(experiment_name="cl_mnist", runs=runs, evaluation=evaluation)
+    return dict(experiment="cross_lipschitz", experiment_name="cl_mnist", runs=runs,
+                evaluation=evaluation)

@@ -58,3 +58,16 @@ def test_bad_config_and_filters(tmp_path):
     config = sweep.load_config_file(CONFIG, quick=True)
     with pytest.raises(ValueError, match="only"):
         sweep.run_sweep(config, exp_dir=str(tmp_path), only={"nn_type": "vgg"})
+
+
+def test_sweep_dispatches_on_the_experiment_named_by_the_config(tmp_path):
+    config = sweep.load_config_file(CONFIG, quick=True)
+    assert config["experiment"] == "cross_lipschitz" and "cross_lipschitz" in sweep.EXPERIMENTS
+    for kind in (None, "rbf_cnn"):
+        with pytest.raises(ValueError, match="experiment"):
+            sweep.run_sweep({**config, "experiment": kind}, exp_dir=str(tmp_path))
+    # Every run is checked before the first one trains.
+    bad = {**config, "runs": config["runs"] + [dict(config["runs"][0], n_epochs=0)]}
+    with pytest.raises(ValueError, match="n_epochs"):
+        sweep.run_sweep(bad, exp_dir=str(tmp_path))
+    assert not (tmp_path / config["experiment_name"]).exists()

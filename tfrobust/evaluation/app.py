@@ -8,6 +8,11 @@ eps, and the report (`report.json`, `report.md`, `results.npz`,
 `robust_accuracy.png`). Minimization attacks run once, unbounded, and are
 cut to each eps afterwards (the same as one budgeted run per eps).
 
+`out_dir` is checked and created before any work. Each attack's `adv_*.npz`
+files are written as soon as that attack finishes, with `partial.json` (the
+report of the attacks finished so far, replaced atomically), so a crash in
+a later attack keeps what was done; the final report removes `partial.json`.
+
 Distribution: the model is loaded under the named `tf.distribute` strategy's
 scope, but the attacks run on the default device of the process (an attack
 validates its inputs eagerly and keeps per-example state across restarts
@@ -15,6 +20,7 @@ and binary-search steps, which `strategy.run` would have to split per
 replica). For several GPUs, run one process per shard of the data.
 """
 
+import json
 import os
 
 import numpy as np
@@ -53,11 +59,40 @@ def _file_name(attack, eps):
     return f"adv_{attack}_{text}.npz"
 
 
+def _write_adversarials(result, out_dir, files, name=None):
+    """Writes the `adv_*.npz` files of one attack (or all)."""
+    for key, e, file_name in files:
+        if name is not None and key != name:
+            continue
+        x_adv, pred = result.adversarial_examples(key, eps=e)
+        arrays = {"x_adv": x_adv.astype(np.float32), "y": result.y, "predictions": pred}
+        if result.y_target is not None:
+            arrays["y_target"] = result.y_target
+        np.savez_compressed(os.path.join(out_dir, file_name), **arrays)
+
+
+def _write_partial(out_dir, files):
+    """A callback writing each attack's files and `partial.json` as soon as it finishes."""
+
+    def on_attack_result(name, partial):
+        _write_adversarials(partial, out_dir, files, name)
+        path = os.path.join(out_dir, "partial.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(partial.to_dict(), f, indent=2, allow_nan=False)
+        os.replace(path + ".tmp", path)  # never a half-written file
+
+    return on_attack_result
+
+
 def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=None, n_examples=None,
                    batch_size=256, attacks=("pgd",), norm="inf", eps=(), steps=None, step_size=None,
                    restarts=1, targeted=False, target_class=None, eot_samples=1, strategy="default",
                    seed=0, sanity_checks=True, verbose=1):
     """Attacks a saved model on a dataset and writes adversarial examples and the report.
+
+    `out_dir` is checked and created before any work; each attack's
+    `adv_*.npz` files (and `partial.json`) are written as soon as that
+    attack finishes (see the module docstring).
 
     Args:
         model: path of a `.keras` file or a SavedModel directory, or a
@@ -86,12 +121,13 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
         The `EvaluationResult`.
 
     Raises:
-        ValueError or FileNotFoundError: on bad arguments, named after their flag.
+        ValueError or FileNotFoundError: on bad arguments, named after their
+            flag (an `out_dir` that is a file or cannot be created included).
     """
+    from tfrobust import _validate
     from tfrobust import data as data_lib
     from tfrobust.evaluation import registry
-    from tfrobust.evaluation.engine import evaluate
-    from tfrobust.training import make_strategy
+    from tfrobust.evaluation.report import ensure_out_dir
 
     if not out_dir:
         raise ValueError(f"Expected `out_dir` (--out_dir) to be a folder. Received: out_dir={out_dir!r}")
@@ -106,10 +142,9 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
             f"Expected `eps` (--eps) for the budget attacks {[n for n in names if n in registry.BUDGET_ATTACKS]}. "
             "Received: eps=[]"
         )
-    if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
-        raise ValueError(f"Expected `eot_samples` (--eot_samples) >= 1. Received: eot_samples={eot_samples!r}")
-    if n_examples is not None and (isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1):
-        raise ValueError(f"Expected `n_examples` (--n_examples) >= 1. Received: n_examples={n_examples!r}")
+    eot_samples = _validate.check_int(eot_samples, name="eot_samples", minimum=1)
+    n_examples = _validate.check_int(n_examples, name="n_examples", minimum=1, allow_none=True)
+    batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
     if target_class is not None and not targeted:
         raise ValueError("Expected --targeted with `target_class` (--target_class). Received: targeted=False")
     num_classes = data_lib.num_classes(dataset)
@@ -117,13 +152,18 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
         raise ValueError(
             f"Expected `target_class` (--target_class) in [0, {num_classes}). Received: target_class={target_class!r}"
         )
+    if not isinstance(model, str) and not callable(model):
+        raise ValueError(f"Expected `model` (--model) to be a path or a callable. Received: model={model!r}")
+    # Before any work: a run must not end by losing its results to a bad folder.
+    out_dir = ensure_out_dir(out_dir, name="out_dir")
+
+    from tfrobust.evaluation.engine import evaluate
+    from tfrobust.training import make_strategy
 
     dist = make_strategy(strategy)
     if isinstance(model, str):
         with dist.scope():
             model = load_model(model)
-    elif not callable(model):
-        raise ValueError(f"Expected `model` (--model) to be a path or a callable. Received: model={model!r}")
     x, y = data_lib.load(dataset, split, data_dir=data_dir)
     if n_examples is not None:
         x, y = x[:n_examples], y[:n_examples]
@@ -150,13 +190,10 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
         targets = "random" if target_class is None else int(target_class)
     result = evaluate(model, (x, y), attack_objs, threats=[(p, e) for e in eps_values], targets=targets,
                       batch_size=batch_size, seed=seed, sanity_checks=sanity_checks,
-                      keep_adversarials=True, verbose=verbose)
-    os.makedirs(out_dir, exist_ok=True)
-    for key, e, file_name in files:
-        x_adv, pred = result.adversarial_examples(key, eps=e)
-        arrays = {"x_adv": x_adv.astype(np.float32), "y": result.y, "predictions": pred}
-        if result.y_target is not None:
-            arrays["y_target"] = result.y_target
-        np.savez_compressed(os.path.join(out_dir, file_name), **arrays)
+                      keep_adversarials=True, on_attack_result=_write_partial(out_dir, files),
+                      verbose=verbose)
     result.save(out_dir)
+    partial = os.path.join(out_dir, "partial.json")
+    if os.path.exists(partial):
+        os.remove(partial)  # The full report supersedes it.
     return result

@@ -194,8 +194,10 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
             Each is reported next to the attacks of its norm.
         certificate_radii: radii of the comparison (default: 0 and the eps
             of the evaluated threats of the certificate's norm).
-        on_attack_result: optional callable `(AttackResult) -> None` called
-            as each attack finishes (e.g. to write partial results).
+        on_attack_result: optional callable `(name, partial) -> None`
+            called as each attack finishes, with the attack's name and an
+            `EvaluationResult` of the attacks finished so far (no sanity
+            checks, no certificates), e.g. to write partial results.
         verbose: 0 silent, 1 prints the summary table at the end.
 
     Returns:
@@ -233,14 +235,24 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
     for name, cert in given.items():
         _check_certificate(cert, d.y.shape[0], f"certificates[{name!r}]")
     clean = d.clean_pred == d.y
+
+    def partial(results, grid=(), checked=False):
+        return EvaluationResult(
+            y=d.y, y_target=d.y_target, clean_pred=d.clean_pred, attacks=dict(results),
+            threats=aggregate.per_threat(results, clean, grid), sanity_flags=[],
+            sanity_checks_run=checked, num_classes=d.num_classes, bounds=bounds, x=d.x,
+        )
+
+    done = {}
+
+    def progress(attack_result):
+        done[attack_result.name] = attack_result
+        on_attack_result(attack_result.name, partial(done))
+
     results = run.run_attacks(model, named, d.batches, y=d.y, y_target=d.y_target, clean=clean,
                               bounds=bounds, keep_adversarials=keep_adversarials,
-                              on_result=on_attack_result)
-    result = EvaluationResult(
-        y=d.y, y_target=d.y_target, clean_pred=d.clean_pred, attacks=results,
-        threats=aggregate.per_threat(results, clean, grid), sanity_flags=[],
-        sanity_checks_run=sanity_checks, num_classes=d.num_classes, bounds=bounds, x=d.x,
-    )
+                              on_result=progress if on_attack_result is not None else None)
+    result = partial(results, grid, sanity_checks)
     for name, cert in {**given, **d.certified}.items():
         result.certificates[name] = cert_lib.compare(
             name, cert, d.y, _radii(cert, result.threats, certificate_radii),

@@ -6,6 +6,12 @@ layer networks) on the minimal adversarial L2 change are computed on a test
 split, saved per run as `bounds.npz`, and summarized in one Markdown table
 (test error, mean and median bounds, certified and empirical robust accuracy
 at given radii) and one plot of accuracy against radius.
+
+The comparison is the evaluation engine's: the lower bounds become a
+`tfrobust.evaluation.certificates.Certificate`, the attack's minimal norms
+its empirical counterpart (`certificates.compare`), the plot is
+`certificates.plot_curves`, and `sanity.check_certified_vs_empirical`
+flags a run whose certified accuracy exceeds its empirical one.
 """
 
 import glob
@@ -14,6 +20,8 @@ import os
 
 import numpy as np
 
+from tfrobust.evaluation import certificates
+from tfrobust.evaluation import sanity
 from tfrobust.experiments import cross_lipschitz as cl
 
 
@@ -40,11 +48,32 @@ def load_run_config(run_dir):
     return cl.WorkerConfig(**saved)
 
 
-def accuracy_at_radii(bounds_dict, y, key, radii):
-    """Fraction of all points that are correct with `key` bound >= r."""
-    correct = bounds_dict["pred"] == y
-    values = np.where(correct, bounds_dict[key], -np.inf)
-    return [float(np.mean(values >= r)) for r in radii]
+def compare_bounds(bounds_dict, y, radii, name="run"):
+    """Certified (lower bound) next to empirical (attack) accuracy of one run.
+
+    Args:
+        bounds_dict: `pred`, `upper` (the attack's minimal L2 norm, inf
+            where it failed) and optionally `lower` (certified radii).
+        y: int labels.
+        radii: L2 radii.
+        name: the run's name in flags.
+
+    Returns:
+        `(empirical accuracy [R], CertificateResult or None)`.
+    """
+    pred = np.asarray(bounds_dict["pred"]).astype(np.int64)
+    clean = pred == np.asarray(y)
+    empirical = certificates.empirical_accuracy(bounds_dict["upper"], clean, radii)
+    if "lower" not in bounds_dict:
+        return empirical, None
+    cert = certificates.Certificate(pred, np.asarray(bounds_dict["lower"], np.float64), 2)
+    return empirical, certificates.compare(name, cert, np.asarray(y).astype(np.int64), radii,
+                                           adversarial_norm=bounds_dict["upper"], clean_correct=clean)
+
+
+def _load_bounds(run_dir):
+    saved = np.load(os.path.join(run_dir, "bounds.npz"))
+    return {k: saved[k] for k in saved.files if k != "y"}, saved["y"]
 
 
 def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
@@ -60,11 +89,11 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         summary = _cached_summary(run_dir, n_eval)
         if summary is None:
             summary = cl.evaluate(config, run_dir=run_dir, batch_size=batch_size)
-        saved = np.load(os.path.join(run_dir, "bounds.npz"))
-        b = {k: saved[k] for k in saved.files if k != "y"}
-        y = saved["y"]
+        b, y = _load_bounds(run_dir)
+        run_name = os.path.relpath(run_dir, config.exp_dir)
+        empirical, comparison = compare_bounds(b, y, radii, name=run_name)
         row = {
-            "run": os.path.relpath(run_dir, config.exp_dir),
+            "run": run_name,
             "run_dir": run_dir,
             "dataset": config.dataset,
             "nn_type": config.nn_type,
@@ -73,12 +102,14 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
             "adv_train": config.adv_train_flag,
             **summary,
             "radii": list(radii),
-            "empirical_robust_acc": accuracy_at_radii(b, y, "upper", radii),
+            "empirical_robust_acc": [float(v) for v in empirical],
         }
-        if "lower" in b:
-            row["certified_acc"] = accuracy_at_radii(b, y, "lower", radii)
+        if comparison is not None:
+            row["certified_acc"] = [float(v) for v in comparison.certified_accuracy]
             lower_ok = b["lower"] <= b["upper"] + 1e-6
             row["lower_le_upper_violations"] = int(np.sum(~lower_ok))
+            flag = sanity.check_certified_vs_empirical([comparison], warn=bool(verbose))
+            row["sanity_flags"] = [] if flag is None else [flag.to_dict()]
         rows.append(row)
         if verbose:
             print(f"{row['run']}: {json.dumps({k: row[k] for k in row if k.endswith(('mean', 'median', 'error'))})}")
@@ -134,27 +165,14 @@ def markdown_table(rows):
 
 def plot(rows, path, max_radius=2.0):
     """Certified (solid) and empirical (dashed) accuracy against L2 radius."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    radii = np.linspace(0.0, max_radius, 81)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    series = []
     for row in rows:
-        saved = np.load(os.path.join(row["run_dir"], "bounds.npz"))
-        b = {k: saved[k] for k in saved.files if k != "y"}
+        b, y = _load_bounds(row["run_dir"])
         label = f"{row['nn_type']} {row['reg_type']}{' +adv' if row['adv_train'] else ''}"
-        line, = ax.plot(radii, accuracy_at_radii(b, saved["y"], "upper", radii), "--", label=f"{label} (attack)")
-        if "lower" in b:
-            ax.plot(radii, accuracy_at_radii(b, saved["y"], "lower", radii), "-", color=line.get_color(), label=f"{label} (certified)")
-    ax.set_xlabel("L2 radius")
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        _, comparison = compare_bounds(b, y, [0.0], name=label)
+        empirical = None if comparison is not None else (b["upper"], b["pred"] == y)
+        series.append((label, comparison, empirical))
+    certificates.plot_curves(series, path, p=2, max_radius=max_radius)
 
 
 def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
