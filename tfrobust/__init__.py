@@ -68,8 +68,15 @@ def load_model(path, **kwargs):
             Keras archive (truncated, not a zip, config.json missing, weights
             HDF5 unreadable: the message says which).
     """
-    for name in ("layers", "models", "models.wrappers", "defenses"):
+    import pkgutil
+
+    for name in ("layers", "models", "models.wrappers"):
         importlib.import_module(f"{__name__}.{name}")
+    # Every defense module registers its class; a defense saved in one
+    # process must load in another without the user importing its module.
+    defenses = importlib.import_module(f"{__name__}.defenses")
+    for info in pkgutil.iter_modules(defenses.__path__):
+        importlib.import_module(f"{defenses.__name__}.{info.name}")
     from tfrobust.models import saved_model
 
     return saved_model.load_model(path, **kwargs)

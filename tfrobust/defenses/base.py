@@ -68,6 +68,13 @@ class Defense(keras.Model):
     `optimizes_at_inference` (the forward pass runs an optimiser). A flag may
     also be a property when it depends on the constructor's arguments.
 
+    Saving: `Defense` is registered under the package "tfrobust" and its
+    config holds the serialized classifier, so it survives `.keras`
+    save/load and `model.export`. A subclass registers itself
+    (`keras.saving.register_keras_serializable`), adds its own constructor
+    arguments to `get_config`, and deserializes any nested model it holds
+    in `from_config` before calling `super().from_config(config)`.
+
     Args:
         classifier: a Keras model (or layer) `x -> logits`.
         **kwargs: base model keyword arguments (`name`, ...).
@@ -196,7 +203,7 @@ class Defense(keras.Model):
         return EoT(model, n=n, average=average, max_batch=max_batch)
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable}
+        config = super().get_config()  # name, trainable, dtype
         config["classifier"] = keras.saving.serialize_keras_object(self.classifier)
         return config
 
