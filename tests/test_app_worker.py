@@ -150,7 +150,7 @@ def test_worker_app_end_to_end(tmp_path):
     assert "certified lower bound median" in out.stdout
     bad = subprocess.run(cmd + ["--lr=-1"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0
-    assert "Expected lr > 0" in bad.stderr
+    assert "Expected `lr` to be a finite real number > 0" in bad.stderr
 
 
 def test_resnet_with_augmentation_and_adversarial_training(tmp_path):
@@ -167,3 +167,56 @@ def test_resnet_with_augmentation_and_adversarial_training(tmp_path):
     assert "upper_bound_median" in final
     # Certified lower bounds exist for the one-hidden-layer network only.
     assert "lower_bound_median" not in final
+
+
+class _KillAtEpoch(Exception):
+    pass
+
+
+def test_killed_run_keeps_monitor_records_and_whole_train_time(tmp_path, monkeypatch):
+    # Issue 9, item 6: after a kill and continue_train, metrics.json kept
+    # only the resumed part's monitor records and training time.
+    import time
+
+    import keras
+
+    real_fit = training.fit
+    durations = []
+
+    def fit_killed_at_epoch_2(*args, callbacks=(), **kwargs):
+        class Kill(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:  # ckpt-2 is written: a kill between epochs
+                    raise _KillAtEpoch()
+
+        start = time.time()
+        try:
+            return real_fit(*args, callbacks=[*callbacks, Kill()], **kwargs)
+        finally:
+            durations.append(time.time() - start)
+
+    def fit_timed(*args, **kwargs):
+        start = time.time()
+        try:
+            return real_fit(*args, **kwargs)
+        finally:
+            durations.append(time.time() - start)
+
+    config = _config(tmp_path, reg_type="no", n_epochs=3, n_train=256)
+    monkeypatch.setattr(training, "fit", fit_killed_at_epoch_2)
+    with pytest.raises(_KillAtEpoch):
+        cl.run(config)
+    monkeypatch.setattr(training, "fit", fit_timed)
+    metrics = cl.run(cl.WorkerConfig(**{**config.__dict__, "continue_train": True}))
+    # Monitored at epoch 1 (before the kill) and at the last epoch.
+    assert [r["epoch"] for r in metrics["robustness_monitor"]] == [1, 3]
+    with open(os.path.join(config.run_dir(), "metrics.json")) as f:
+        assert [r["epoch"] for r in json.load(f)["robustness_monitor"]] == [1, 3]
+    killed, resumed = durations
+    assert metrics["train_seconds"] >= 0.9 * (killed + resumed), (metrics["train_seconds"], durations)
+    # As if killed after the last checkpoint: resuming again keeps the
+    # records and the time counted up to that checkpoint (the old code
+    # reported an empty monitor and a fraction of a second).
+    again = cl.run(cl.WorkerConfig(**{**config.__dict__, "continue_train": True}))
+    assert [r["epoch"] for r in again["robustness_monitor"]] == [1, 3]
+    assert again["train_seconds"] >= 0.9 * killed

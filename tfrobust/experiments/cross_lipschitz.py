@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfrobust
+from tfrobust import _validate
 from tfrobust import data as data_lib
 from tfrobust import models
 from tfrobust import regularizers
@@ -91,35 +92,15 @@ class WorkerConfig:
             "dataset": DATASETS,
         }
         for name, valid in choices.items():
-            value = getattr(self, name)
-            if value not in valid:
-                raise ValueError(
-                    f"Expected {name} in {list(valid)}. Received: {name}={value!r}"
-                )
-        positive_ints = {"n_epochs": self.n_epochs, "batch_size": self.batch_size}
-        for name, value in positive_ints.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Expected {name} to be a positive integer. "
-                    f"Received: {name}={value!r}"
-                )
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"Expected lr > 0. Received: lr={self.lr!r}")
-        if not (math.isfinite(self.lmbd) and self.lmbd >= 0):
-            raise ValueError(f"Expected lmbd >= 0. Received: lmbd={self.lmbd!r}")
-        if not 0 < self.keep_hidden <= 1:
-            raise ValueError(
-                "Expected keep_hidden in (0, 1]. "
-                f"Received: keep_hidden={self.keep_hidden!r}"
-            )
-        if self.n_train is not None and self.n_train < 1:
-            raise ValueError(
-                f"Expected n_train >= 1 or None. Received: n_train={self.n_train!r}"
-            )
-        if self.n_eval is not None and self.n_eval < 1:
-            raise ValueError(
-                f"Expected n_eval >= 1 or None. Received: n_eval={self.n_eval!r}"
-            )
+            _validate.check_choice(getattr(self, name), name=name, choices=valid)
+        for name in ("n_epochs", "batch_size"):
+            _validate.check_int(getattr(self, name), name=name, minimum=1)
+        for name in ("n_train", "n_eval"):
+            _validate.check_int(getattr(self, name), name=name, minimum=1, allow_none=True)
+        _validate.check_float(self.lr, name="lr", minimum=0.0, exclusive_minimum=True)
+        _validate.check_float(self.lmbd, name="lmbd", minimum=0.0)
+        _validate.check_float(self.keep_hidden, name="keep_hidden", minimum=0.0,
+                              exclusive_minimum=True, maximum=1.0)
         if not self.experiment_name or os.sep in self.experiment_name:
             raise ValueError(
                 "Expected a non-empty experiment_name without path separators. "

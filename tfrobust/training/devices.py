@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tfrobust import _validate
+
 
 def configure_devices(gpu_number="3", gpu_memory=0.05):
     """Applies the original's `--gpu_number` and `--gpu_memory` flags.
@@ -13,10 +15,8 @@ def configure_devices(gpu_number="3", gpu_memory=0.05):
     not exist falls back to the first one with a warning, rather than
     silently training on the CPU as the original would.
     """
-    if not 0 < gpu_memory <= 1:
-        raise ValueError(
-            f"Expected gpu_memory in (0, 1]. Received: gpu_memory={gpu_memory!r}"
-        )
+    gpu_memory = _validate.check_float(gpu_memory, name="gpu_memory", minimum=0.0,
+                                       exclusive_minimum=True, maximum=1.0)
     try:
         wanted = [int(i) for i in str(gpu_number).split(",") if i.strip()]
     except ValueError:

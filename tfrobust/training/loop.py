@@ -13,7 +13,6 @@ history = tfrobust.training.fit(
 ```
 """
 
-import inspect
 import time
 
 import keras
@@ -22,6 +21,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from tfrobust import _validate
+from tfrobust.training import arguments
 from tfrobust.training import checkpoints
 from tfrobust.training import evaluation as evaluate_lib
 from tfrobust.training import inputs
@@ -64,141 +64,9 @@ class History(dict):
         self.epoch.append(epoch)
 
 
-def _check_model(model):
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(
-            "Expected model to be a keras.Model (or keras.layers.Layer) "
-            "returning logits. Received: model of type "
-            f"{type(model).__name__}")
-
-
-def _check_strategy_match(model, strategy):
-    variables = model.trainable_variables
-    if not variables:
-        raise ValueError(
-            "Expected model to have trainable variables. Received: a model "
-            "without any (is it built and trainable?)")
-    variable = getattr(variables[0], "value", variables[0])
-    if not strategy.extended.variable_created_in_scope(variable):
-        raise ValueError(
-            "Expected model to be created under strategy.scope() of the "
-            f"strategy passed to fit. Received: strategy={strategy!r} while "
-            "the model's variables belong to another strategy; create the "
-            "model inside `with strategy.scope():`")
-
-
-def _make_optimizer(optimizer, learning_rate, strategy):
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        owner = getattr(optimizer, "_distribution_strategy", strategy)
-        if owner is not strategy:
-            raise ValueError(
-                "Expected the optimizer instance to be created under "
-                "strategy.scope() of the strategy passed to fit (or pass its "
-                f"name). Received: optimizer={optimizer!r}")
-        return optimizer
-    if (not isinstance(optimizer, str)
-            or optimizer.lower() not in schedules.OPTIMIZER_NAMES):
-        raise ValueError(
-            f"Expected optimizer to be one of {schedules.OPTIMIZER_NAMES} or "
-            f"a keras.optimizers.Optimizer. Received: optimizer={optimizer!r}")
-    with strategy.scope():
-        return schedules.make_optimizer(optimizer, learning_rate)
-
-
-def _check_callbacks(callbacks):
-    callbacks = list(callbacks or ())
-    for callback in callbacks:
-        if not isinstance(callback, keras.callbacks.Callback):
-            raise ValueError(
-                "Expected callbacks to be keras.callbacks.Callback instances. "
-                f"Received: {callback!r}")
-    return callbacks
-
-
 def _current_lr(optimizer):
     return float(np.asarray(keras.ops.convert_to_numpy(
         optimizer.learning_rate)))
-
-
-def _check_logits(logits):
-    if len(logits.shape) != 2:
-        raise ValueError(
-            "Expected model to return logits of shape [B, K]. Received: "
-            f"output shape {tuple(logits.shape)}")
-    return int(logits.shape[-1])
-
-
-def _known_num_classes(model):
-    try:
-        shape = model.output_shape
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(
-            shape[-1], int):
-        return shape[-1]
-    return None
-
-
-def _build(model, source, strategy, input_transform):
-    """Runs the model on a transformed sample (building it); returns K.
-
-    The model sees what training feeds it: the input transform's output
-    (which may differ in shape or channels from the stored images). A built
-    model fed by a dataset is not run (reading a batch would advance the
-    dataset's own shuffling state); K is then read from its output shape
-    when known, else checked inside the step.
-    """
-    if source.arrays is None and model.built:
-        return _known_num_classes(model)
-    element = source.sample()
-    with strategy.scope():
-        if input_transform is None:
-            x, _ = inputs.split(element)
-        else:
-            x, _, _ = inputs.split_transformed(
-                input_transform(model, element))
-        logits = model(x, training=False)
-    return _check_logits(logits)
-
-
-def _check_transform(input_transform):
-    """`input_transform` must take `(model, batch)`: one rule, no guessing."""
-    if input_transform is None:
-        return None
-    if not callable(input_transform):
-        raise _validate.error(
-            "input_transform", "a function (model, batch) -> (x, y), "
-            "(x, y, sample_weight) or a dict", input_transform)
-    try:
-        signature = inspect.signature(input_transform)
-    except (TypeError, ValueError):
-        return input_transform  # Builtins and C callables: trust them.
-    try:
-        signature.bind(None, None)
-    except TypeError:
-        raise _validate.error(
-            "input_transform", "a function (model, batch) of two arguments: "
-            "the model and the whole dataset element (x, y[, aux...]) or "
-            "dict. An old-style fn(model, x, y) is wrapped as "
-            "`lambda model, batch: fn(model, *batch[:2])`", input_transform,
-            received=f"input_transform with signature {signature}") from None
-    return input_transform
-
-
-def _check_state(state):
-    if state is None:
-        return {}
-    if not isinstance(state, dict) or not all(
-            isinstance(k, str) and k for k in state):
-        raise _validate.error(
-            "state", "a dict name -> tf.Variable (or a nest of them)", state)
-    for leaf in tf.nest.flatten(state):
-        if not isinstance(leaf, (tf.Variable, keras.Variable)):
-            raise _validate.error(
-                "state", "a dict name -> tf.Variable (or a nest of "
-                "variables)", state,
-                received=f"a leaf of type {type(leaf).__name__}")
-    return state
 
 
 def _scalar_metadata():
@@ -353,21 +221,21 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
         raise ValueError(
             "Expected strategy to be a tf.distribute.Strategy (see "
             f"make_strategy) or None. Received: strategy={strategy!r}")
-    _check_model(model)
+    arguments.check_model(model)
     named_losses = steps_lib.name_extra_losses(extra_losses)
     loss = objectives.resolve_loss(loss_fn)
-    input_transform = _check_transform(input_transform)
-    state = _check_state(state)
+    input_transform = arguments.check_transform(input_transform)
+    state = arguments.check_state(state)
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         learning_rate = schedules.check_learning_rate(learning_rate)
-    callbacks = _check_callbacks(callbacks)
+    callbacks = arguments.check_callbacks(callbacks)
     randomness.set_seed(seed)
 
     source = inputs.TrainSource(
         train_data, batch_size=batch_size, seed=seed,
         steps_per_epoch=steps_per_epoch, drop_remainder=drop_remainder,
         bounds=bounds, with_index=with_index)
-    num_classes = _build(model, source, strategy, input_transform)
+    num_classes = arguments.build_model(model, source, strategy, input_transform)
     if source.arrays is not None and source.arrays[1].ndim == 1 and (
             source.arrays[1].max() >= num_classes):
         raise ValueError(
@@ -380,13 +248,13 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
             f"Expected soft targets with {num_classes} columns for a model "
             f"with {num_classes} outputs. Received: train_data targets of "
             f"shape {source.arrays[1].shape}")
-    _check_strategy_match(model, strategy)
+    arguments.check_strategy_match(model, strategy)
     eval_set = None
     if eval_data is not None:
         eval_set = strategy.experimental_distribute_dataset(
             inputs.eval_dataset(eval_data, eval_batch_size or batch_size
                                 or 256, bounds=bounds))
-    optimizer = _make_optimizer(optimizer, learning_rate, strategy)
+    optimizer = arguments.make_optimizer(optimizer, learning_rate, strategy)
     with strategy.scope():
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
