@@ -223,13 +223,16 @@ class ReconstructionLayer(keras.layers.Layer):
         self.seed = _validate.check_int(seed, name="seed", minimum=0, allow_none=True)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def build(self, input_shape):
-        if not self.rbf_layer.built:
-            self.rbf_layer.build(input_shape)
+        # The knobs do not depend on the input's shape: made here, so that
+        # set_knobs works before the first call.
         self.beta1 = self.add_weight(name="beta1", shape=(), trainable=False,
                                      initializer=keras.initializers.Constant(self._beta1))
         self.beta2 = self.add_weight(name="beta2", shape=(), trainable=False,
                                      initializer=keras.initializers.Constant(self._beta2))
+
+    def build(self, input_shape):
+        if not self.rbf_layer.built:
+            self.rbf_layer.build(input_shape)
 
     def set_knobs(self, *, beta1=None, beta2=None):
         """Changes the run-time knobs (validated) without rebuilding."""
