@@ -25,6 +25,13 @@ of a non-differentiable (or gradient-masking) transform by the gradient of a
 differentiable surrogate; `EoT` replaces a randomized model by the average of
 its outputs over many draws. Both are Keras layers (usable inside
 `keras.Sequential`) and plain callables.
+
+A BPDA surrogate may see the forward pass's result (`surrogate_takes_output`,
+`forward_has_aux`), e.g. the latent an inversion found; `EoT` declares
+`uses_eot = True` and passes the wrapped model's declared `randomized` and
+`optimizes_at_inference` through (`declared_flag`), so the evaluation
+engine reads capabilities instead of guessing them. `tfrobust.defenses`
+builds both views of a `Defense` from these two layers.
 """
 
 import math
