@@ -9,10 +9,6 @@ import numpy as np
 
 __all__ = ["NORM_KEYS", "ball", "inside", "norm_key", "p_label", "threat_label"]
 
-# Relative and absolute slack of "||delta||_p <= eps": the projections are
-# exact up to float32 rounding.
-_RTOL = 1e-5
-_ATOL = 1e-6
 NORM_KEYS = ("l1", "l2", "linf")
 
 
@@ -44,5 +40,9 @@ def ball(p, eps):
 
 
 def inside(norms, eps):
-    """Whether per-example norms are within `eps` (up to float32 rounding)."""
-    return np.asarray(norms) <= eps * (1.0 + _RTOL) + _ATOL
+    """Whether per-example norms are within `eps`: `tfrobust.threats.within_eps`,
+    the library's one budget tolerance (the slack of float32 rounding), on
+    NumPy arrays."""
+    from tfrobust.threats import within_eps  # threats imports TensorFlow: loaded on use.
+
+    return np.asarray(within_eps(np.asarray(norms), float(eps)))

@@ -14,6 +14,8 @@ perturbation they find. `None` for `steps` or
 
 import numpy as np
 
+from tfrobust import _validate
+
 __all__ = ["ATTACKS", "BUDGET_ATTACKS", "MINIMIZATION_ATTACKS", "attack_norm", "make_attack", "parse_eps"]
 
 BUDGET_ATTACKS = ("fgsm", "bim", "mifgsm", "pgd", "pgd_margin", "pgd_dlr", "spsa", "nattack")
@@ -24,22 +26,10 @@ ATTACKS = BUDGET_ATTACKS + MINIMIZATION_ATTACKS
 _MIN_NORMS = {"cw": (2,), "ead": (1,), "deepfool": (2, np.inf)}
 
 
-_NORM_NAMES = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2, "1": 1, "l1": 1}
-
-
 def _norm(norm):
-    # Parsed here rather than by LpBall so that command lines are validated
-    # without importing TensorFlow.
-    key = norm.strip().lower() if isinstance(norm, str) else norm
-    if isinstance(key, str):
-        p = _NORM_NAMES.get(key)
-    elif isinstance(key, (int, float, np.integer, np.floating)) and not isinstance(key, bool):
-        p = {1.0: 1, 2.0: 2, float("inf"): np.inf}.get(float(key))
-    else:
-        p = None
-    if p is None:
-        raise ValueError(f"Expected `norm` to be 'inf', 2 or 1. Received: norm={norm!r}")
-    return p
+    # _validate parses p without importing TensorFlow, so command lines are
+    # checked before TensorFlow loads.
+    return _validate.check_p(norm, name="norm")
 
 
 def attack_norm(name, norm):
@@ -107,8 +97,7 @@ def make_attack(name, *, norm="inf", eps=None, steps=None, step_size=None, resta
     from tfrobust.threats import LpBall
 
     p = attack_norm(name, norm)
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise ValueError(f"Expected `restarts` to be an integer >= 1. Received: restarts={restarts!r}")
+    restarts = _validate.check_int(restarts, name="restarts", minimum=1)
     threat = None if eps is None else LpBall(p, eps)
     if name in BUDGET_ATTACKS and threat is None:
         raise ValueError(f"Expected `eps` for attack {name!r}. Received: eps=None")

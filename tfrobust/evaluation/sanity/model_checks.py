@@ -248,7 +248,10 @@ def check_large_eps(model, x, y=None, *, bounds=(0.0, 1.0), p=np.inf, n_examples
     attack = PGD(threats.LpBall(ball.p, eps), steps=steps, random_start=False, loss="ce",
                  bounds=(lo, hi), seed=seed)
     x_adv = attack(model, x, y)
-    robust = tf.equal(tf.argmax(model(x_adv), axis=-1, output_type=tf.int32), y)
+    logits = tf.convert_to_tensor(model(x_adv))
+    # A non-finite row predicts no class (its argmax would be 0): not correct.
+    finite = tf.reduce_all(tf.math.is_finite(logits), axis=-1)
+    robust = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y) & finite
     accuracy = float(tf.reduce_mean(tf.cast(robust, tf.float32)))
     if accuracy <= threshold:
         return None
