@@ -286,3 +286,18 @@ def test_declared_input_range_and_no_check():
     training.fit(_model(), (255 * x, y), batch_size=4, epochs=1, bounds=None, verbose=0)
     ds = tf.data.Dataset.from_tensor_slices((255 * x, y)).batch(4)
     training.fit(_model(), ds, epochs=1, bounds=(0, 255), verbose=0)
+
+
+def test_undeclared_generator_of_a_transform_gives_a_warning():
+    class Undeclared:
+        def __init__(self):
+            self.noise = keras.random.SeedGenerator(0)
+
+        def __call__(self, model, batch):
+            x, y = batch
+            return x + 0.01 * keras.random.normal(tf.shape(x), seed=self.noise), y
+
+    x, y = _toy_data(n=8)
+    with pytest.warns(RuntimeWarning, match=r"\['noise'\].*random_generators"):
+        training.fit(_model(), (x, y), batch_size=4, epochs=1, verbose=0,
+                     input_transform=Undeclared(), bounds=None)

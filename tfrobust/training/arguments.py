@@ -1,6 +1,7 @@
 """Argument checks of `fit` and building the model on a transformed sample."""
 
 import inspect
+import warnings
 
 import keras
 import tensorflow as tf
@@ -114,6 +115,7 @@ def check_transform(input_transform):
         signature = inspect.signature(input_transform)
     except (TypeError, ValueError):
         return input_transform  # Builtins and C callables: trust them.
+    _warn_undeclared_generators(input_transform)
     try:
         signature.bind(None, None)
     except TypeError:
@@ -124,6 +126,28 @@ def check_transform(input_transform):
             "`lambda model, batch: fn(model, *batch[:2])`", input_transform,
             received=f"input_transform with signature {signature}") from None
     return input_transform
+
+
+def _warn_undeclared_generators(transform):
+    """Warns about generator attributes that `fit` will not reseed.
+
+    Reseeding is declared (`random_generators()`), never found by scanning;
+    this look at the attributes only warns, for transforms written when fit
+    still scanned them.
+    """
+    if callable(getattr(transform, "random_generators", None)):
+        return
+    names = [name for name, value in sorted(vars(transform).items())
+             if isinstance(value, (keras.random.SeedGenerator,
+                                   tf.random.Generator))] if hasattr(
+        transform, "__dict__") else []
+    if names:
+        warnings.warn(
+            f"input_transform has random generator attributes {names} but no "
+            "random_generators() method declaring them; fit does not reseed "
+            "them, so a resumed run will draw other numbers than an "
+            "uninterrupted one. Add `def random_generators(self): return "
+            f"[self.{names[0]}, ...]`.", RuntimeWarning, stacklevel=3)
 
 
 def check_state(state):
