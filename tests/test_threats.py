@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import optimize
 
+from tfrobust import threats
 from tfrobust.threats import Box, LpBall
 
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True,
@@ -371,3 +372,33 @@ def test_methods_reject_bad_inputs():
         ball.project_with_box(np.zeros((1, 2)), np.zeros((1, 2)), bounds=(0.0, 1.0, 2.0))
     with pytest.raises(ValueError, match=r"Expected seed"):
         ball.random_init(np.zeros((1, 2)), seed="abc")
+
+
+@pytest.mark.parametrize("p", [1, 2, np.inf])
+def test_contains_is_the_one_budget_tolerance(p):
+    ball = LpBall(p, 0.5)
+    direction = np.zeros((4, 3), np.float32)
+    direction[:, 0] = 1.0
+    scale = np.array([0.5, 0.5 * (1 + 0.5 * threats.CONTAINS_RTOL), 0.5 * (1 + 3 * threats.CONTAINS_RTOL), 0.0])
+    delta = tf.constant(direction * scale[:, None].astype(np.float32))
+    np.testing.assert_array_equal(ball.contains(delta).numpy(), [True, True, False, True])
+    norms = ball.norm(delta)
+    np.testing.assert_array_equal(threats.within_eps(norms.numpy(), 0.5), ball.contains(delta).numpy())
+    np.testing.assert_array_equal(threats.within_eps(norms, 0.5).numpy(), ball.contains(delta).numpy())
+    # eps = 0: only (numerically) zero perturbations.
+    zero = LpBall(p, 0.0)
+    np.testing.assert_array_equal(zero.contains(tf.constant([[0.0, 1e-7], [0.0, 1e-3]])).numpy(), [True, False])
+
+
+@pytest.mark.parametrize("p", [1, 2, np.inf])
+def test_projections_refuse_nan(p):
+    ball = LpBall(p, 0.5)
+    delta = np.array([[0.1, np.nan], [0.2, 0.3]], np.float32)
+    with pytest.raises(ValueError, match="Expected `delta` to contain no NaN"):
+        ball.project(delta)
+    with pytest.raises(ValueError, match="Expected `delta` to contain no NaN"):
+        ball.project_with_box(np.full((2, 2), 0.5, np.float32), delta)
+    with pytest.raises(ValueError, match="Expected `x` to contain no NaN"):
+        ball.project_with_box(np.where(np.isnan(delta), np.nan, 0.5).astype(np.float32), np.zeros((2, 2), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected `delta` to contain no NaN"):
+        tf.function(ball.project)(tf.constant(delta))

@@ -14,13 +14,14 @@ accepts that keyword.
 
 import inspect
 import warnings
+import weakref
 
 import keras
 import tensorflow as tf
 
 from tfrobust import _validate
 
-__all__ = ["LogitsModel", "check_x", "check_y", "check_logits", "check_input_shape",
+__all__ = ["LogitsModel", "logits_model", "check_x", "check_y", "check_logits", "check_input_shape",
            "check_targeted", "known_input_shape", "maybe_warn_probabilities", "nonfinite_rows"]
 
 # Tolerance for "x lies inside the declared bounds".
@@ -96,31 +97,81 @@ class LogitsModel:
     Casts float16 / bfloat16 / float64 logits to float32 (the dtype of every
     attack's arithmetic), refuses integer outputs and fewer than 2 classes,
     and passes `training=False` only to Keras layers and callables that
-    declare a `training` parameter. `__wrapped__` makes `tf.function` key
-    its traces on the wrapped model, so wrapping anew per call never
-    retraces.
+    declare a `training` parameter. For `tf.function` two wrappers of one
+    model are the same argument (`__tf_tracing_type__`), so wrapping anew on
+    every attack call never retraces the attacks' compiled loops.
 
     Args:
         model: callable mapping a float32 batch to logits.
     """
 
     def __init__(self, model):
-        self.__wrapped__ = model
+        self.model = model
         self._training_kwarg = _accepts_training(model)
 
-    @property
-    def model(self):
-        return self.__wrapped__
-
     def __call__(self, x):
-        if self._training_kwarg:
-            out = self.__wrapped__(x, training=False)
-        else:
-            out = self.__wrapped__(x)
+        out = self.model(x, training=False) if self._training_kwarg else self.model(x)
         return check_logits(out, require_static=False)
 
+    def __tf_tracing_type__(self, context):
+        del context
+        return _LogitsModelType(self)
+
     def __repr__(self):
-        return f"LogitsModel({self.__wrapped__!r})"
+        return f"LogitsModel({self.model!r})"
+
+
+class _LogitsModelType(tf.types.experimental.TraceType):
+    """Trace type of a `LogitsModel`: equal for wrappers of the same model.
+
+    Holds weak references only (like TensorFlow's own type for Python
+    objects), so the trace cache never keeps a model alive.
+    """
+
+    def __init__(self, wrapper):
+        self._wrapper = weakref.ref(wrapper)
+        try:
+            self._model = weakref.ref(wrapper.model)
+        except TypeError:  # not weak-referenceable: compare by identity
+            model = wrapper.model
+            self._model = lambda: model
+        self._id = id(wrapper.model)
+        self._flag = wrapper._training_kwarg
+
+    def is_subtype_of(self, other):
+        return self == other
+
+    def most_specific_common_supertype(self, types):
+        return self if all(self == other for other in types) else None
+
+    def placeholder_value(self, placeholder_context):
+        del placeholder_context
+        return self._wrapper()  # the wrapper of the call being traced
+
+    def cast(self, value, casting_context):
+        del casting_context
+        if isinstance(value, LogitsModel) and value.model is self._model():
+            return value
+        raise ValueError(f"Can not cast {value!r} to {self!r}")
+
+    def __eq__(self, other):
+        if not isinstance(other, tf.types.experimental.TraceType):
+            return NotImplemented
+        if not isinstance(other, _LogitsModelType):
+            return False
+        model = self._model()
+        return model is not None and model is other._model() and self._flag == other._flag
+
+    def __hash__(self):
+        return hash((self._id, self._flag))
+
+    def __repr__(self):
+        return f"_LogitsModelType({self._model()!r})"
+
+
+def logits_model(model):
+    """`model` wrapped in a `LogitsModel` (a `LogitsModel` is returned as is)."""
+    return model if isinstance(model, LogitsModel) else LogitsModel(model)
 
 
 def known_input_shape(model):

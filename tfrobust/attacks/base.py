@@ -280,7 +280,7 @@ class Attack:
         targeted = _checks.check_targeted(targeted)
         if y is None and targeted is not False:
             raise ValueError("Expected `y` (the target classes) when targeted=True. Received: y=None")
-        model = model if isinstance(model, _checks.LogitsModel) else _checks.LogitsModel(model)
+        model = _checks.logits_model(model)
         x = _checks.check_x(x, self.bounds)
         _checks.check_input_shape(model, x)
         batch = x.shape[0]
