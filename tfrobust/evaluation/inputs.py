@@ -54,13 +54,12 @@ class Capabilities(NamedTuple):
 def model_flag(model, name):
     """A model's declared flag (`randomized`, `optimizes_at_inference`, `uses_eot`).
 
-    Models are any callables, so an undeclared flag reads as False; a
-    declared one must be a real bool (a tensor or a string is refused).
+    `tfrobust.models.wrappers.declared_flag`: an undeclared flag reads as
+    False; a declared one must be a real bool.
     """
-    value = getattr(model, name, False)
-    if callable(value) and not isinstance(value, (bool, np.bool_)):
-        return False  # e.g. a method of the same name on a Keras object, not a flag
-    return _validate.check_bool(value, name=f"model.{name}")
+    from tfrobust.models.wrappers import declared_flag  # Keras-heavy: loaded on use.
+
+    return declared_flag(model, name)
 
 
 def threat_of(attack):

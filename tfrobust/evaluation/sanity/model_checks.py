@@ -64,12 +64,8 @@ def uses_eot(model, attacks=()):
     wrapper attack counts through the attack it wraps).
     """
     from tfrobust.evaluation.inputs import capabilities
-    from tfrobust.models.wrappers import EoT  # Sibling package, loaded on use.
 
-    # EoT declares uses_eot; the isinstance test keeps EoT layers of a
-    # wrappers module that predates the declaration recognised.
-    if _declares(model, "uses_eot") or isinstance(model, EoT) or any(
-            isinstance(layer, EoT) for layer in getattr(model, "layers", None) or []):
+    if _declares(model, "uses_eot"):
         return True
     return any(capabilities(attack).uses_eot for attack in attacks)
 
