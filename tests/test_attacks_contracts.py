@@ -63,8 +63,15 @@ def x():
     return np.random.default_rng(0).uniform(0.2, 0.8, size=(4, 2, 2, 1)).astype("float32")
 
 
-def test_every_exported_attack_is_in_the_table():
-    assert _ATTACK_CLASSES == sorted(FACTORIES)
+def test_every_exported_attack_declares_its_capabilities():
+    assert set(FACTORIES) <= set(_ATTACK_CLASSES)
+    for name in _ATTACK_CLASSES:
+        cls = getattr(attacks, name)
+        for flag in ("black_box", "uses_eot", "randomized"):
+            value = getattr(cls, flag)
+            assert isinstance(value, (bool, property)), (name, flag)
+        assert getattr(cls, "steps") is None or isinstance(getattr(cls, "steps"), (int, property)), name
+        assert callable(getattr(cls, "random_generators"))
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -300,6 +307,23 @@ def test_cheap_validation_saves_the_forward_pass(x, validate, labels, extra):
     model.calls.assign(0)
     attacks.FGSM(0.1, validate=validate)(model, x, y)
     assert int(model.calls.numpy()) == 1 + extra
+
+
+@pytest.mark.parametrize("name", ["DeepFool", "CarliniWagnerL2", "EAD"])
+def test_cheap_validation_skips_a_verified_recheck(x, name):
+    """Attacks that test success on the model at the returned point need
+    neither the validation forward pass nor the base's re-check."""
+    y = np.array([0, 1, 2, 0])
+    counts, results = {}, {}
+    for validate in ("full", "cheap"):
+        model = _Counting(_dense())
+        attack = FACTORIES[name][0]()
+        attack.validate = validate
+        results[validate] = attack.minimize(model, x, y)
+        counts[validate] = int(model.calls.numpy())
+    assert counts["full"] - counts["cheap"] == 2
+    np.testing.assert_array_equal(results["full"].success.numpy(), results["cheap"].success.numpy())
+    np.testing.assert_allclose(results["full"].norm.numpy(), results["cheap"].norm.numpy(), rtol=1e-6)
 
 
 def test_cheap_validation_still_checks_shapes_and_labels(x):

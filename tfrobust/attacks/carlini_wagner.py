@@ -80,6 +80,8 @@ class CarliniWagnerL2(ConstSearchAttack):
     """
 
     norm_p = 2
+    # Success is tested on the model at the returned iterate itself.
+    success_verified = True
 
     def __init__(
         self,

@@ -72,6 +72,8 @@ class DeepFool(MinimizationAttack):
     """
 
     norm_p = 2
+    # Success is tested on the model at the returned iterate itself.
+    success_verified = True
 
     def __init__(
         self, threat=None, *, p=2, steps=50, overshoot=0.02, candidates=10, bounds=(0.0, 1.0),

@@ -84,6 +84,8 @@ class EAD(ConstSearchAttack):
     """
 
     norm_p = 1
+    # Success is tested on the model at the returned iterate itself.
+    success_verified = True
 
     def __init__(
         self,
