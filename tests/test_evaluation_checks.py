@@ -101,6 +101,10 @@ def test_a_check_that_cannot_run_is_a_flag(trained):
     # The foreign attack's output was kept inside its threat and the box.
     assert res.attacks["noise"].norms["linf"].max() <= 0.1 + 1e-6
     assert res.attacks["noise"].threat == threats.LpBall(np.inf, 0.1)
+    named = evaluate(trained.model, (trained.x[:8], trained.y[:8]), [noise_attack], sanity_checks=False,
+                     verbose=0)
+    assert list(named.attacks) == ["noise_attack-Linf-0.1"]
+    assert named.attacks["noise_attack-Linf-0.1"].config == {"name": "noise_attack"}
 
 
 def test_guarded_returns_the_check_result_or_a_flag():

@@ -24,7 +24,7 @@ from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.evaluation import labels
 
-__all__ = ["Capabilities", "batch_targets", "batches", "capabilities", "check_batch",
+__all__ = ["Capabilities", "batch_targets", "batches", "capabilities", "check_batch", "class_name",
            "check_model_input", "check_targets", "default_name", "grid", "model_flag",
            "name_attacks", "pad", "threat_of"]
 
@@ -105,8 +105,15 @@ def capabilities(attack):
     return Capabilities(threat, p, steps, found["black_box"], found["uses_eot"], found["randomized"])
 
 
+def class_name(attack):
+    """The attack's class name; a plain function's own name."""
+    if isinstance(attack, Attack):
+        return type(attack).__name__
+    return getattr(attack, "__name__", None) or type(attack).__name__
+
+
 def default_name(attack):
-    name = type(attack).__name__
+    name = class_name(attack)
     threat = threat_of(attack)
     if threat is not None:
         name += f"-{labels.p_label(threat.p)}-{threat.eps:g}"

@@ -103,7 +103,7 @@ def _run_one(attack, model, x, y, targeted, bounds):
 
 def _config(attack):
     get_config = getattr(attack, "get_config", None)
-    return get_config() if callable(get_config) else {"name": type(attack).__name__}
+    return get_config() if callable(get_config) else {"name": inputs.class_name(attack)}
 
 
 def run_attack(name, attack, model, batches, *, y, y_target, clean, bounds, keep_adversarials):

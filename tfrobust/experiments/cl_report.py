@@ -146,9 +146,10 @@ def _fmt(value, digits=3):
 
 
 def markdown_table(rows):
+    """One row per run: bounds, certified (lower) and attack (upper) accuracy per radius."""
     radii = rows[0]["radii"] if rows else []
     head = ["dataset", "net", "reg", "λ", "adv", "test err", "upper mean", "upper median", "lower mean", "lower median"]
-    head += [f"cert. acc @{r:g}" for r in radii]
+    head += [f"cert. acc @{r:g}" for r in radii] + [f"attack acc @{r:g}" for r in radii]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [
@@ -159,6 +160,7 @@ def markdown_table(rows):
             _fmt(row.get("lower_bound_mean")), _fmt(row.get("lower_bound_median")),
         ]
         cells += [_fmt(v) for v in row.get("certified_acc", [None] * len(radii))]
+        cells += [_fmt(v) for v in row["empirical_robust_acc"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
