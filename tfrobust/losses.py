@@ -8,11 +8,9 @@ larger values mean "more adversarial". A targeted attack with target classes
 >>> loss = margin(model(x), y, kappa=0.0)   # C&W: 0 once x is misclassified
 """
 
-import math
-import numbers
-
-import numpy as np
 import tensorflow as tf
+
+from tfrobust import _validate
 
 __all__ = ["cross_entropy", "margin", "dlr", "dlr_targeted", "get"]
 
@@ -98,9 +96,7 @@ def margin(logits, y, kappa=None):
     value = _max_other(logits, y) - _label_logit(logits, y)
     if kappa is None:
         return value
-    if isinstance(kappa, bool) or not isinstance(kappa, (numbers.Real, np.generic)) \
-            or not math.isfinite(float(kappa)) or float(kappa) < 0:
-        raise ValueError(f"Expected kappa to be None or a finite float >= 0. Received: kappa={kappa!r}")
+    kappa = _validate.check_float(kappa, name="kappa", minimum=0.0)
     return tf.minimum(value, tf.constant(kappa, logits.dtype))
 
 

@@ -6,6 +6,11 @@ ascent direction) plus a random start. Every method is batched over the first
 axis, reduces over all other axes, runs eagerly or inside `tf.function`, and
 keeps the dtype of its input (float32 or float64).
 
+`LpBall.norm` is the library's one per-example norm and `LpBall.contains`
+(`within_eps` on precomputed norms) its one "inside the budget" test, with
+the slack `eps * (1 + CONTAINS_RTOL) + CONTAINS_ATOL`. The projections
+refuse NaN inputs (a ValueError eagerly, an assertion in graphs).
+
 >>> ball = LpBall("l2", eps=0.5)
 >>> delta = ball.project_with_box(x, 0.1 * tf.random.normal(tf.shape(x)))
 """
