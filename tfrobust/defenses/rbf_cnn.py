@@ -112,7 +112,9 @@ class RBFCNN(Defense):
         folded = tf.repeat(x[None], m, axis=0)                        # [m, B, ...]
         folded = tf.reshape(folded, tf.concat([[m * batch], tf.shape(x)[1:]], 0))
         logits = self.classifier(self.purify(folded), training=False)
-        probs = tf.reshape(tf.nn.softmax(logits), [m, batch, -1])
+        # The class count stays static, so callers can read logits.shape[-1].
+        k = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
+        probs = tf.reshape(tf.nn.softmax(logits), [m, batch, k])
         return tf.math.log(tf.reduce_mean(probs, axis=0) + 1e-12)
 
     def get_config(self):
