@@ -178,10 +178,18 @@ def plot(rows, path, max_radius=2.0):
 
 
 def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
-    """Evaluates every run below `root`; writes JSON, Markdown and PNG to out_dir."""
+    """Evaluates every run below `root`; writes JSON, Markdown and PNG to out_dir.
+
+    Raises:
+        FileNotFoundError: if `root` holds no trained runs.
+        ValueError: if `out_dir` is a file or cannot be created (checked
+            before any bound is computed).
+    """
+    from tfrobust.evaluation.report import ensure_out_dir
+
     runs = find_runs(root)
+    ensure_out_dir(out_dir)  # before hours of bounds, not after
     rows = evaluate_runs(runs, data_dir=data_dir, n_eval=n_eval, radii=radii, batch_size=batch_size, verbose=verbose)
-    os.makedirs(out_dir, exist_ok=True)
     table = markdown_table(rows)
     with open(os.path.join(out_dir, "robustness.md"), "w") as f:
         f.write(table)
