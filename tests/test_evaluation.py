@@ -210,6 +210,22 @@ def test_report_files_are_written_and_parse(result, tmp_path):
     assert "worst case" in text and "sanity checks: all passed" in text
 
 
+def test_save_into_a_file_names_the_path(result, tmp_path):
+    # Issue 9 item 5: was a raw FileExistsError from os.makedirs.
+    a_file = tmp_path / "report"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=f"out_dir='{a_file}', which is an existing file"):
+        result.save(str(a_file))
+
+
+def test_threats_are_keyed_by_lp_ball_and_by_label(result):
+    ball = threats.LpBall(np.inf, EPS)
+    assert ball in result.threats and "Linf eps=0.1" in result.threats
+    assert result.threats[ball] is result.threats["Linf eps=0.1"]
+    assert result.threats[ball].threat == ball and result.attacks["pgd"].threat == ball
+    assert list(result.robust_accuracy) == result.threats.labels()
+
+
 def test_budgeted_adversarial_examples(result, eval_data):
     x_adv, pred = result.adversarial_examples("deepfool", eps=0.5)
     norms = np.linalg.norm((x_adv - eval_data[0]).reshape(N, -1), axis=1)
