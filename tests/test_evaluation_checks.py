@@ -204,3 +204,21 @@ def test_partial_results_are_handed_over_as_each_attack_finishes(trained):
     evaluate(trained.model, (trained.x, trained.y), attacks, sanity_checks=False, verbose=0,
              on_attack_result=lambda name, partial: seen.append((name, list(partial.attacks))))
     assert seen == [("a", ["a"]), ("b", ["a", "b"])]
+
+
+def test_a_defense_declaring_inference_optimisation_is_flagged(trained):
+    # The engine reads the flag a tfrobust Defense declares (and its BPDA view
+    # passes it through) without importing tfrobust.defenses itself.
+    from tfrobust.defenses import Defense
+
+    class Smoothing(Defense):
+        optimizes_at_inference = True
+
+        def purify(self, x, training=False):
+            return 0.5 * x + 0.25
+
+    defense = Smoothing(trained.model)
+    for model in (defense, defense.bpda()):
+        with pytest.warns(sanity.RobustnessWarning, match="optimizes_at_inference"):
+            res = evaluate(model, (trained.x[:16], trained.y[:16]), [FGSM(0.1)], verbose=0)
+        assert "dynamic" in {f.check for f in res.sanity_flags}
