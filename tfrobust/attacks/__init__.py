@@ -25,7 +25,7 @@ from tfrobust.attacks.pgd import BIM
 from tfrobust.attacks.pgd import FGSM
 from tfrobust.attacks.pgd import MIFGSM
 from tfrobust.attacks.pgd import PGD
-from tfrobust.attacks.pgd import Restarts
+from tfrobust.attacks.restarts import Restarts
 from tfrobust.attacks.spsa import SPSA
 from tfrobust.attacks.transfer import TransferAttack
 from tfrobust.attacks.transfer import transfer_report

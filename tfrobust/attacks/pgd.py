@@ -1,5 +1,7 @@
 """Projected gradient descent: one PGD for every norm, FGSM / BIM / MI-FGSM as presets.
 
+(`Restarts`, the best of n runs of any attack, lives in `attacks/restarts.py`.)
+
 Example:
 
 ```python
@@ -36,7 +38,7 @@ from tfrobust.attacks.base import is_adversarial
 from tfrobust.attacks.base import nonfinite_rows
 from tfrobust.attacks.base import resolve_loss
 
-__all__ = ["PGD", "FGSM", "BIM", "MIFGSM", "Restarts"]
+__all__ = ["PGD", "FGSM", "BIM", "MIFGSM"]
 
 
 def _expand(mask, x):
@@ -415,53 +417,3 @@ class MIFGSM(PGD):
         super().__init__(threat, steps=steps, step_size=float(getattr(threat, "eps", 0.0)) / steps,
                          random_start=False, loss=loss, optimizer=optimizers_lib.Momentum(decay),
                          bounds=bounds, early_stop=early_stop, validate=validate)
-
-
-class Restarts(Attack):
-    """Runs any attack `n` times and keeps the best result per example.
-
-    The best is an adversarial result if any run succeeded (the first such
-    run), otherwise the run with the highest loss (the wrapped attack's loss
-    when it has one, cross-entropy otherwise; negated when targeted).
-
-    Args:
-        attack: an `Attack`.
-        n: number of runs (>= 1).
-
-    Its capabilities (`black_box`, `uses_eot`, `randomized`, `steps`, the
-    random generators and `validate`) are the wrapped attack's.
-
-    Raises:
-        ValueError: if `attack` is not an `Attack` or `n < 1`.
-    """
-
-    def __init__(self, attack, n):
-        if not isinstance(attack, Attack):
-            raise ValueError(f"Expected `attack` to be a tfrobust Attack. Received: attack={attack!r}")
-        super().__init__(attack.threat, bounds=attack.bounds, validate=attack.validate)
-        self.attack = attack
-        self.n = _validate.check_int(n, name="n", minimum=1)
-        self._loss_fn = resolve_loss(getattr(attack, "loss", None) or "ce")
-
-    black_box = property(lambda self: self.attack.black_box)
-    uses_eot = property(lambda self: self.attack.uses_eot)
-    randomized = property(lambda self: self.attack.randomized)
-    steps = property(lambda self: self.attack.steps)
-
-    def random_generators(self):
-        return self.attack.random_generators()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(attack=self.attack.get_config(), n=self.n)
-        return config
-
-    def _run(self, model, x, y, targeted):
-        sign = -1.0 if targeted else 1.0
-        best = None
-        for _ in range(self.n):
-            x_adv = self.attack._finalize(x, self.attack._run(model, x, y, targeted))
-            logits = model(x_adv)
-            obj = finite_objective(sign * tf.cast(self._loss_fn(logits, y), tf.float32), logits)
-            best = _keep_best(best, (x_adv, obj, is_adversarial(logits, y, targeted)), x)
-        return best[0]
