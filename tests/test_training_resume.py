@@ -213,6 +213,7 @@ def test_checkpoint_dir_that_is_a_file(tmp_path):
 
 
 _TWO_REPLICAS = textwrap.dedent("""
+    import os
     import numpy as np, keras, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -233,6 +234,12 @@ _TWO_REPLICAS = textwrap.dedent("""
     def logit_l2(model, x, y, logits):
         return 0.1 * tf.reduce_mean(tf.square(logits))
 
+    # With TFROBUST_TEST_CLIP set, the global gradient (summed over the
+    # replicas) must be clipped, not each replica's part. One strategy pair
+    # per process: a second MirroredStrategy in one process can reuse the
+    # first one's collective keys.
+    clip = float(os.environ["TFROBUST_TEST_CLIP"]) if os.environ.get(
+        "TFROBUST_TEST_CLIP") else None
     results = []
     for name in ["default", "mirrored:/cpu:0,/cpu:1"]:
         strategy = training.make_strategy(name)
@@ -242,7 +249,7 @@ _TWO_REPLICAS = textwrap.dedent("""
         history = training.fit(
             model, (x, y), batch_size=7, epochs=2, strategy=strategy,
             extra_losses=[logit_l2], optimizer="momentum",
-            learning_rate=0.5, verbose=0)
+            learning_rate=0.5, grad_clip_norm=clip, verbose=0)
         results.append((strategy.num_replicas_in_sync, history["loss"],
                         model.get_weights()))
     (n0, loss0, w0), (n1, loss1, w1) = results
@@ -254,8 +261,12 @@ _TWO_REPLICAS = textwrap.dedent("""
 """)
 
 
-def test_two_replicas_match_one_with_uneven_batches():
-    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=_env(),
+@pytest.mark.parametrize("clip", [None, "0.05"])
+def test_two_replicas_match_one_with_uneven_batches(clip):
+    env = _env()
+    if clip is not None:
+        env["TFROBUST_TEST_CLIP"] = clip
+    run = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "SAME" in run.stdout, (
         run.stdout[-3000:] + run.stderr[-3000:])

@@ -208,10 +208,7 @@ def fit(model, train_data, *, epochs, optimizer="sgd", learning_rate=0.1,
     steps_per_epoch = _validate.check_int(
         steps_per_epoch, name="steps_per_epoch", minimum=1, allow_none=True)
     seed = randomness.check_seed(seed)
-    verbose = _validate.check_choice(verbose, name="verbose",
-                                     choices=(0, 1, 2))
-    if isinstance(verbose, bool):
-        raise _validate.error("verbose", "one of 0, 1, 2", verbose)
+    verbose = _validate.check_int(verbose, name="verbose", minimum=0, maximum=2)
     grad_clip_norm = _validate.check_float(
         grad_clip_norm, name="grad_clip_norm", minimum=0.0,
         exclusive_minimum=True, allow_none=True)

@@ -21,7 +21,7 @@ class InputTransform:
     name = "input_transform"
 
     def __call__(self, model, batch):
-        x, y = inputs.split(batch, "the input_transform's batch")
+        x, y = inputs.split(batch, "batch")
         return self.apply(model, x, y)
 
     def apply(self, model, x, y):
