@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfrobust import _validate
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import is_adversarial
 
@@ -72,9 +73,13 @@ def transfer_report(source_model, target_model, x_adv, y, *, targeted=False):
     Returns:
         A `TransferReport`.
 
+    Rows where a model's logits are not finite count as unsuccessful on it.
+
     Raises:
-        ValueError: if `x_adv` is empty or `y` does not have shape `[B]`.
+        ValueError: if `x_adv` is empty, `y` does not have shape `[B]`, or
+            `targeted` is not a bool.
     """
+    targeted = _validate.check_bool(targeted, name="targeted", allow_tensor=True)
     x_adv = tf.convert_to_tensor(x_adv, tf.float32)
     y = tf.convert_to_tensor(y)
     if x_adv.shape.rank is None or x_adv.shape.rank < 2 or x_adv.shape[0] == 0:
