@@ -335,6 +335,8 @@ def test_cheap_validation_still_checks_shapes_and_labels(x):
         attack(model, x, np.zeros(4, "float32"))
     with pytest.raises(ValueError, match="inside bounds"):
         attack(model, x + 2.0, np.zeros(4, "int32"))
+    with pytest.raises(ValueError, match=r"y` in \[0, 3\)"):
+        attack(model, x, np.full(4, 3, "int32"))  # K from the model's declared output shape
     with pytest.raises(ValueError, match="validate"):
         attacks.PGD(_linf(), validate="none")
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 from tfrobust import _validate
 
 __all__ = ["LogitsModel", "logits_model", "check_x", "check_y", "check_logits", "check_input_shape",
-           "check_targeted", "known_input_shape", "maybe_warn_probabilities", "nonfinite_rows"]
+           "check_targeted", "known_input_shape", "known_num_classes", "maybe_warn_probabilities", "nonfinite_rows"]
 
 # Tolerance for "x lies inside the declared bounds".
 BOUNDS_ATOL = 1e-6
@@ -191,6 +191,21 @@ def known_input_shape(model):
     if not isinstance(shape, tuple) or not all(d is None or isinstance(d, int) for d in shape):
         return None  # several inputs: not an image classifier's single x
     return shape
+
+
+def known_num_classes(model):
+    """K from the model's declared output shape `(None, K)`, or None."""
+    if isinstance(model, LogitsModel):
+        model = model.model
+    if not isinstance(model, keras.Model):
+        return None
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(shape, tuple) and len(shape) == 2 and isinstance(shape[1], int):
+        return shape[1]
+    return None
 
 
 def _shape_text(dims):

@@ -285,7 +285,11 @@ class Attack:
         _checks.check_input_shape(model, x)
         batch = x.shape[0]
         if self.validate == "cheap" and y is not None:
-            return model, x, _checks.check_y(y, batch), targeted
+            # The label range is checked when the model declares K.
+            num_classes = _checks.known_num_classes(model)
+            if num_classes is not None and num_classes < 2:
+                _checks.check_logits(tf.zeros([1, num_classes]))  # the one-logit error
+            return model, x, _checks.check_y(y, batch, num_classes), targeted
         logits = _checks.check_logits(model(x), batch)
         num_classes = int(logits.shape[1])
         if tf.executing_eagerly():
