@@ -1,0 +1,65 @@
+"""End-to-end runs of the RBF-CNN pipeline on the embedded digits: templates
+(EM), rCNN+ training with its adversarial-noise table (and resume), the
+test battery; plus the apps' command lines."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tfrobust
+from tfrobust import rbf
+from tfrobust.experiments.rbf_cnn import RCNNConfig, train_rcnn
+from tfrobust.experiments.rbf_cnn_eval import EvalConfig, evaluate_rcnn
+from tfrobust.experiments.rbf_layer import train_rbf_layer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("rbf") / "digits.npz")
+    summary = train_rbf_layer(dataset="digits", n_train=400, out=path, verbose=0,
+                              em_config=rbf.EMConfig(batch_images=20, total_steps=60, non_param_steps=40,
+                                                     desired_templates=6.0))
+    assert summary["templates"] >= 1 and all(os.path.exists(f) for f in summary["files"])
+    return path
+
+
+def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path):
+    out = str(tmp_path / "plus")
+    config = RCNNConfig(dataset="digits", templates=templates, out_dir=out, plus=True, n_train=128, n_eval=64,
+                        epochs=1, batch_size=64, adv_noise_epoch=1, verbose=0)
+    train_rcnn(config)
+    # A second call with more epochs resumes from the checkpoint of epoch 1
+    # (the table filled there is restored, not recomputed).
+    metrics = train_rcnn(RCNNConfig(**{**config.__dict__, "epochs": 2}))
+    # Only epoch 2 ran in the second call; epoch 1's record came from the checkpoint.
+    assert len(metrics["history"]["loss"]) == 2
+    model = tfrobust.load_model(os.path.join(out, "model.keras"))
+    assert float(model.reconstruction.beta1.numpy()) == 25.0
+    results = evaluate_rcnn(EvalConfig(model=os.path.join(out, "model.keras"), dataset="digits",
+                                   out_dir=str(tmp_path / "test"), n_eval=24, n_adaptive=6, threats=("linf",),
+                                   steps=2, auto_steps=2, square_queries=5, cw_steps=2, eot_samples=2,
+                                   adaptive_steps=1, beta2_sweep=(0.0, 1.0), batch_size=24))
+    saved = json.load(open(tmp_path / "test" / "results.json"))
+    assert set(saved["clean"]) == {"0.0", "1.0"} and "linf" in saved["static"] and "linf" in saved["adaptive"]
+    static = results["static"]["linf"]
+    # The worst case is never above any single attack's robust accuracy.
+    assert min(static["per_attack"].values()) >= list(static["worst_case"].values())[0] - 1e-9
+    assert "BPDA+EoT PGD" in results["adaptive"]["linf"]["per_attack"]
+
+
+@pytest.mark.parametrize("app, args, message", [
+    ("train_rCNN.py", ["--eps_range=a,b"], "--eps_range"),
+    ("test_rCNN.py", ["--model=does/not/exist.keras"], "does/not/exist.keras"),
+    ("train_rbf_layer.py", ["--dataset=digits", "--method=em", "--n_train=0"], "n_train"),
+])
+def test_apps_report_errors_without_traceback(app, args, message):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "apps", app), *args], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
