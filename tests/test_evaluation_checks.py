@@ -165,6 +165,10 @@ def test_attack_capabilities_are_read_from_declarations():
     caps = inputs.capabilities(PGD(threats.LpBall(2, 0.5), steps=7, seed=0))
     assert caps.threat == threats.LpBall(2, 0.5) and caps.steps == 7
     assert caps.randomized and not caps.black_box and not caps.uses_eot
+    from tfrobust.attacks import Restarts
+
+    wrapped = inputs.capabilities(Restarts(PGD(threats.LpBall(2, 0.5), steps=7, seed=0), 2))
+    assert wrapped.steps == 7 and wrapped.randomized  # declared by the wrapper
     foreign = inputs.capabilities(noise_attack)
     assert foreign.steps is None and not foreign.black_box and foreign.p == np.inf
 

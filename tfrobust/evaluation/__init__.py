@@ -29,8 +29,9 @@ Declared flags (the engine reads them, never guesses from other names):
 - attacks (`tfrobust.attacks.base.Attack`): `black_box` (uses only the
   model's outputs), `uses_eot` (averages over the model's randomness
   itself), `randomized` (draws random numbers), `steps` (iterations; 1
-  marks a one-step attack). A wrapper attack exposes the attack it wraps
-  as `attack`. Other attack callables default to False/None.
+  marks a one-step attack); wrapper attacks (`Restarts`, `TransferAttack`)
+  declare those of the attack they wrap. Other attack callables default to
+  False/None.
 - models (any callable; e.g. a future `tfrobust.defenses.Defense`):
   `randomized = True` when the forward pass is random (the randomness check
   flags it without EoT even if two calls happen to agree),

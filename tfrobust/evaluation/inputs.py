@@ -4,9 +4,9 @@ Capabilities are read from what attacks and models *declare* (never guessed
 from other attribute names):
 
 - an attack (`tfrobust.attacks.base.Attack`) declares `black_box`,
-  `uses_eot`, `randomized` and `steps`; an attack that wraps another
-  (`Restarts`, `TransferAttack`) exposes it as `attack`, and the wrapped
-  attack's `steps` and flags count too. Attacks that are not tfrobust
+  `uses_eot`, `randomized` and `steps` (an attack that wraps another,
+  `Restarts` or `TransferAttack`, declares the wrapped attack's). Attacks
+  that are not tfrobust
   `Attack`s (any callable `(model, x, y, targeted=...) -> x_adv`) get the
   defaults `black_box=False`, `uses_eot=False`, `randomized=False`,
   `steps=None`, `threat=None` unless they declare these attributes.
@@ -33,14 +33,14 @@ _ATTACK_DEFAULTS = {"black_box": False, "uses_eot": False, "randomized": False, 
 
 
 class Capabilities(NamedTuple):
-    """What an attack declares, looking through wrappers.
+    """What an attack declares.
 
     Attributes:
         threat: its threat as a canonical `LpBall`, or None.
         p: the norm it is judged in (threat's p, a minimization attack's
             `norm_p`), or None.
-        steps: iterations (the outermost declared value), or None.
-        black_box, uses_eot, randomized: declared flags (any wrapper level).
+        steps: iterations, or None.
+        black_box, uses_eot, randomized: declared flags.
     """
 
     threat: object
@@ -89,20 +89,15 @@ def capabilities(attack):
         p = _validate.check_p(attack.norm_p, name="norm_p")
     else:
         p = None
-    found = dict(_ATTACK_DEFAULTS)
-    inner, seen = attack, set()
-    while inner is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        for key, default in _ATTACK_DEFAULTS.items():
-            value = getattr(inner, key, default)
-            if key == "steps":
-                found[key] = found[key] if found[key] is not None else value
-            else:
-                found[key] = found[key] or bool(value)
-        inner = getattr(inner, "attack", None)
+    # Wrapper attacks (Restarts, TransferAttack) declare their inner
+    # attack's flags and steps themselves, so the attack's own attributes
+    # are the whole story.
+    found = {key: getattr(attack, key, default) for key, default in _ATTACK_DEFAULTS.items()}
     steps = found["steps"]
     steps = None if steps is None else _validate.check_int(steps, name="steps", minimum=1)
-    return Capabilities(threat, p, steps, found["black_box"], found["uses_eot"], found["randomized"])
+    return Capabilities(threat, p, steps, _validate.check_bool(found["black_box"], name="black_box"),
+                        _validate.check_bool(found["uses_eot"], name="uses_eot"),
+                        _validate.check_bool(found["randomized"], name="randomized"))
 
 
 def class_name(attack):

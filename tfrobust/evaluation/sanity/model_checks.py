@@ -60,8 +60,7 @@ def uses_eot(model, attacks=()):
     True when the model (or a Keras sub-layer of it) declares
     `uses_eot = True` (as `tfrobust.models.wrappers.EoT` does), or when an
     attack declares `uses_eot = True` (an attack that averages gradients
-    over the model's randomness itself, e.g. `APGD(eot_samples=n)`; a
-    wrapper attack counts through the attack it wraps).
+    over the model's randomness itself, e.g. `APGD(eot_samples=n)`).
     """
     from tfrobust.evaluation.inputs import capabilities
 
