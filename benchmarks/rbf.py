@@ -1,0 +1,86 @@
+"""Speed of RBF-CNN's pieces, as ratios measured in one run.
+
+1. The EM's E-step in numba against the same E-step in plain NumPy (same
+   assignments checked), on the patches of 50 images with the templates of
+   a short EM run; and the wall time of one EM pass over the training set.
+2. The RBF + reconstruction front end: the forward time of the MNIST C&W
+   CNN with and without it at batch 256 (target: at most +50%).
+3. m = 10 sample inference against one deterministic forward (target: at
+   most 10x; the samples are folded into one batch).
+
+    python benchmarks/rbf.py --data_dir=PATH     # MNIST (else the embedded digits)
+    python benchmarks/rbf.py --templates=runs/rbf/mnist.npz
+"""
+
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from tfrobust import data, models, rbf
+from tfrobust.defenses.rbf_cnn import RBFCNN
+
+flags.DEFINE_string("data_dir", None, "Local MNIST files (default: $TFROBUST_DATA_DIR, else digits).")
+flags.DEFINE_string("templates", None, "Template file (default: a short EM run here).")
+flags.DEFINE_integer("n_pass", None, "Images in the timed EM pass (default: the whole training split).")
+flags.DEFINE_integer("batch_size", 256, "Forward batch size.")
+flags.DEFINE_integer("repeats", 20, "Timed repetitions.")
+FLAGS = flags.FLAGS
+
+
+def _median_seconds(fn, repeats):
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main(argv):
+    del argv
+    name = "mnist" if (FLAGS.data_dir or os.environ.get("TFROBUST_DATA_DIR")) else "digits"
+    x, _ = data.load(name, "train", data_dir=FLAGS.data_dir)
+    print(f"data: {name} train, {len(x)} images of {x.shape[1:]}")
+    if FLAGS.templates:
+        templates = rbf.load_templates(FLAGS.templates)
+    else:
+        templates = rbf.train_templates(x[:3000], config=rbf.EMConfig(total_steps=60, non_param_steps=50))
+    k = templates.num_templates
+    means = templates.means.reshape(k, -1).astype(np.float64)
+    variances = templates.variances.astype(np.float64)
+    patches = rbf.extract_patches(x[:50].astype(np.float64))
+    same = np.array_equal(rbf.e_step(patches, means, variances, 1.0), rbf.e_step_numpy(patches, means, variances, 1.0))
+    t_numba = _median_seconds(lambda: rbf.e_step(patches, means, variances, 1.0), FLAGS.repeats)
+    t_numpy = _median_seconds(lambda: rbf.e_step_numpy(patches, means, variances, 1.0), FLAGS.repeats)
+    print(f"E-step, {len(patches)} patches x {k} templates: numba {1e3 * t_numba:.2f} ms, "
+          f"NumPy {1e3 * t_numpy:.2f} ms, ratio {t_numpy / t_numba:.1f}x, same assignments: {same}")
+
+    n_pass = FLAGS.n_pass or len(x)
+    steps = max(1, n_pass // (15 * 50))
+    start = time.perf_counter()
+    rbf.train_templates(x[:n_pass], config=rbf.EMConfig(total_steps=steps, non_param_steps=steps))
+    print(f"EM pass over {steps * 750} images ({steps} M-steps): {time.perf_counter() - start:.1f} s")
+
+    classifier = models.cw_mnist_cnn(x.shape[1:], 10)
+    defense = RBFCNN.from_templates(templates, classifier, beta1=25.0, beta2=0.0, samples=1)
+    batch = tf.constant(x[:FLAGS.batch_size])
+    plain = tf.function(lambda t: classifier(t, training=False))
+    front = tf.function(lambda t: defense(t))
+    t_plain = _median_seconds(lambda: plain(batch).numpy(), FLAGS.repeats)
+    t_front = _median_seconds(lambda: front(batch).numpy(), FLAGS.repeats)
+    print(f"forward at batch {FLAGS.batch_size}: CNN {1e3 * t_plain:.1f} ms, RBF-CNN {1e3 * t_front:.1f} ms, "
+          f"overhead {100 * (t_front / t_plain - 1):.0f}% (target <= 50%)")
+    defense.set_knobs(beta2=1.75, samples=10)
+    sampled = tf.function(lambda t: defense(t))
+    t_m = _median_seconds(lambda: sampled(batch).numpy(), FLAGS.repeats)
+    print(f"m=10 samples (beta2=1.75): {1e3 * t_m:.1f} ms = {t_m / t_front:.1f}x one deterministic forward "
+          "(target <= 10x)")
+
+
+if __name__ == "__main__":
+    app.run(main)
