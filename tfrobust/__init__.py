@@ -25,10 +25,12 @@ _SUBMODULES = (
     "losses",
     "models",
     "optim",
+    "rbf",
     "regularizers",
     "testing",
     "threats",
     "training",
+    "transforms",
 )
 
 __all__ = list(_SUBMODULES) + ["__version__", "load_model"]

@@ -26,10 +26,15 @@ x_adv = PGD(threats.LpBall(np.inf, 0.1), steps=10)(defense.bpda(), x)
 `randomized` and `optimizes_at_inference`. `minimize` (in `inner.py`) runs
 an inner optimisation as a `tf.while_loop` over tensors, so a defense that
 optimises at inference runs inside a compiled attack.
+
+`RBFCNN` (in `rbf_cnn.py`) is RBF-CNN: the RBF templates' reconstruction in
+front of any classifier, m-sample inference, and the beta2 = 0
+reconstruction as its BPDA surrogate.
 """
 
 from tfrobust.defenses.base import Attackable
 from tfrobust.defenses.base import Defense
 from tfrobust.defenses.inner import minimize
+from tfrobust.defenses.rbf_cnn import RBFCNN
 
-__all__ = ["Attackable", "Defense", "minimize"]
+__all__ = ["Attackable", "Defense", "RBFCNN", "minimize"]

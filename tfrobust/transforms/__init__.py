@@ -31,10 +31,14 @@ from tfrobust.transforms.adversarial import Adversarial
 from tfrobust.transforms.base import InputTransform
 from tfrobust.transforms.boxed_linear import BoxedLinearAdversarialTransform
 from tfrobust.transforms.boxed_linear import boxed_linear_training_step
+from tfrobust.transforms.rcnn_plus import AdversarialNoiseTable
+from tfrobust.transforms.rcnn_plus import RCNNPlusNoise
 
 __all__ = [
     "Adversarial",
+    "AdversarialNoiseTable",
     "BoxedLinearAdversarialTransform",
     "InputTransform",
+    "RCNNPlusNoise",
     "boxed_linear_training_step",
 ]
