@@ -5,6 +5,8 @@ search the smallest successful perturbation), whose `__call__` validates the
 inputs and always re-projects the result into threat ∩ box.
 """
 
+from tfrobust.attacks.apgd import APGD
+from tfrobust.attacks.apgd import APGDT
 from tfrobust.attacks.base import Attack
 from tfrobust.attacks.base import MinimizationAttack
 from tfrobust.attacks.base import MinimizationResult
@@ -17,6 +19,8 @@ from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
 from tfrobust.attacks.daa import DAA
 from tfrobust.attacks.deepfool import DeepFool
 from tfrobust.attacks.ead import EAD
+from tfrobust.attacks.fab import FAB
+from tfrobust.attacks.fab import FABT
 from tfrobust.attacks.nattack import NAttack
 from tfrobust.attacks.optimizers import Momentum
 from tfrobust.attacks.optimizers import OptimStep
@@ -27,10 +31,12 @@ from tfrobust.attacks.pgd import MIFGSM
 from tfrobust.attacks.pgd import PGD
 from tfrobust.attacks.restarts import Restarts
 from tfrobust.attacks.spsa import SPSA
+from tfrobust.attacks.square import Square
 from tfrobust.attacks.transfer import TransferAttack
 from tfrobust.attacks.transfer import transfer_report
 
 __all__ = [
+    "APGD", "APGDT", "FAB", "FABT", "Square",
     "Attack", "MinimizationAttack", "MinimizationResult", "is_adversarial", "nonfinite_rows",
     "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DeepFool",
     "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",

@@ -140,7 +140,7 @@ class Square(Attack):
 
     def run(self, model, x, y=None, *, targeted=False):
         """Runs the attack and returns a `SquareResult` with query counts."""
-        x, y = self._prepare(model, x, y, targeted)
+        model, x, y, targeted = self._validated(model, x, y, targeted)
         x_adv, queries, success = self._search(model, x, y, targeted)
         return SquareResult(self._finalize(x, x_adv), queries, success)
 

@@ -53,6 +53,9 @@ import importlib
 _EXPORTS = {
     "load_model": "app",
     "run_attack_app": "app",
+    "AutoAttackResult": "auto_attack",
+    "auto_attack": "auto_attack",
+    "auto_attack_sequence": "auto_attack",
     "ABSTAIN": "certificates",
     "Certificate": "certificates",
     "CertificateResult": "certificates",
@@ -80,6 +83,9 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "AutoAttackResult",
+    "auto_attack",
+    "auto_attack_sequence",
     "ABSTAIN",
     "ATTACKS",
     "AttackRecord",

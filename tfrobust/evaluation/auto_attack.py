@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate
+from tfrobust.threats import within_eps
 
 __all__ = ["AutoAttackResult", "auto_attack", "auto_attack_sequence"]
 
@@ -217,7 +218,7 @@ def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed
             candidate = np.asarray(attack(model, x[part], y[part]), dtype=np.float32)
             pred_adv, finite = predict(candidate)
             norms = threat.norm(tf.constant(candidate - x[part])).numpy()
-            inside = (norms <= eps * (1 + 1e-5) + 1e-7) & np.all(
+            inside = within_eps(norms, eps) & np.all(
                 (candidate >= bounds[0] - 1e-6) & (candidate <= bounds[1] + 1e-6),
                 axis=tuple(range(1, candidate.ndim)))
             # Non-finite adversarial logits never count as a break.
