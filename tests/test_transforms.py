@@ -13,19 +13,14 @@ from tfrobust import threats
 from tfrobust import transforms
 from tfrobust.transforms import BoxedLinearAdversarialTransform
 from tfrobust.transforms import boxed_linear_training_step
+from tfrobust.testing import linear_two_class_model
 
 D = 16
 
 
 def _linear_model(seed=0):
     """Two classes with f_0 - f_1 = w·x + b; the boundary is a hyperplane."""
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=D).astype("float32")
-    b = np.float32(-0.5 * w.sum() + 0.2)
-    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(2)])
-    model.layers[-1].set_weights([np.stack([w, -w], 1) / 2, np.array([b, -b]) / 2])
-    return model, w, b
+    return linear_two_class_model(seed, (4, 4, 1))
 
 
 @pytest.fixture(scope="module")

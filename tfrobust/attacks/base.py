@@ -331,6 +331,19 @@ def _check_bounds(bounds):
     return _validate.check_pair(bounds, name="bounds")
 
 
+class WrapsAttack:
+    """Mixin of attacks built around an inner `self.attack` (restarts, transfer):
+    they declare the inner attack's capabilities and generators, so the engine
+    and `fit` see through them without walking attributes."""
+
+    uses_eot = property(lambda self: self.attack.uses_eot)
+    randomized = property(lambda self: self.attack.randomized)
+    steps = property(lambda self: self.attack.steps)
+
+    def random_generators(self):
+        return self.attack.random_generators()
+
+
 class MinimizationResult(NamedTuple):
     """Result of `MinimizationAttack.minimize`.
 

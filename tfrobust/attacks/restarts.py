@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfrobust import _validate
 from tfrobust.attacks.base import Attack
+from tfrobust.attacks.base import WrapsAttack
 from tfrobust.attacks.base import is_adversarial
 from tfrobust.attacks.base import resolve_loss
 from tfrobust.attacks.pgd import _keep_best
@@ -23,7 +24,7 @@ from tfrobust.attacks.pgd import finite_objective
 __all__ = ["Restarts"]
 
 
-class Restarts(Attack):
+class Restarts(WrapsAttack, Attack):
     """Runs any attack `n` times and keeps the best result per example.
 
     The best is an adversarial result if any run succeeded (the first such
@@ -50,12 +51,6 @@ class Restarts(Attack):
         self._loss_fn = resolve_loss(getattr(attack, "loss", None) or "ce")
 
     black_box = property(lambda self: self.attack.black_box)
-    uses_eot = property(lambda self: self.attack.uses_eot)
-    randomized = property(lambda self: self.attack.randomized)
-    steps = property(lambda self: self.attack.steps)
-
-    def random_generators(self):
-        return self.attack.random_generators()
 
     def get_config(self):
         config = super().get_config()

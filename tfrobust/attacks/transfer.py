@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from tfrobust import _validate
 from tfrobust.attacks.base import Attack
+from tfrobust.attacks.base import WrapsAttack
 from tfrobust.attacks.base import is_adversarial
 
 __all__ = ["TransferAttack", "TransferReport", "transfer_report"]
@@ -97,7 +98,7 @@ def transfer_report(source_model, target_model, x_adv, y, *, targeted=False):
     return TransferReport(float(source.mean()), float(target.mean()), transferred, source, target)
 
 
-class TransferAttack(Attack):
+class TransferAttack(WrapsAttack, Attack):
     """Black-box transfer attack: `attack(source_model, ...)` evaluated on the target.
 
     Calling `TransferAttack(source, attack)(target_model, x, y)` returns
@@ -143,13 +144,6 @@ class TransferAttack(Attack):
         super().__init__(attack.threat, bounds=attack.bounds, validate=attack.validate)
         self.source_model = source_model
         self.attack = attack
-
-    uses_eot = property(lambda self: self.attack.uses_eot)
-    randomized = property(lambda self: self.attack.randomized)
-    steps = property(lambda self: self.attack.steps)
-
-    def random_generators(self):
-        return self.attack.random_generators()
 
     def get_config(self):
         config = super().get_config()

@@ -9,6 +9,7 @@ from tfrobust.testing.attack_test import assert_eager_matches_compiled
 from tfrobust.testing.attack_test import assert_eps_zero_returns_x
 from tfrobust.testing.attack_test import assert_inside_threat
 from tfrobust.testing.attack_test import assert_targeted_hits
+from tfrobust.testing.attack_test import linear_two_class_model
 from tfrobust.testing.attack_test import run_attack_test
 from tfrobust.testing.attack_test import small_trained_mnist_model
 from tfrobust.testing.layer_test import count_unique_variables

@@ -35,6 +35,7 @@ __all__ = [
     "assert_targeted_hits",
     "assert_eager_matches_compiled",
     "run_attack_test",
+    "linear_two_class_model",
 ]
 
 
@@ -280,3 +281,21 @@ def run_attack_test(
         x_adv, results["target_rate"] = assert_targeted_hits(attack, model, x, y_target, min_target_rate)
         assert_inside_threat(x, x_adv, attack.threat, bounds)
     return results
+
+
+def linear_two_class_model(seed=0, shape=(4, 4, 1), offset=0.2):
+    """A Keras model with two logits and `f_0 - f_1 = w·x + b`: its decision
+    boundary is a hyperplane, so minimal perturbations have closed forms.
+
+    Returns:
+        `(model, w, b)` with `w` of length `prod(shape)`.
+    """
+    import keras
+
+    dim = int(np.prod(shape))
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=dim).astype("float32")
+    b = np.float32(-0.5 * w.sum() + offset)
+    model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.layers[-1].set_weights([np.stack([w, -w], 1) / 2, np.array([b, -b]) / 2])
+    return model, w, b
