@@ -26,7 +26,7 @@ flags.DEFINE_enum("split", "test", ["test", "train"], "Split.")
 flags.DEFINE_string("data_dir", None, "Dataset files (default: $TFROBUST_DATA_DIR).")
 flags.DEFINE_integer("n_examples", None, "First examples of the split (default: all).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound=1)
-flags.DEFINE_list("attacks", ["pgd"], f"Comma list of {', '.join(registry.ATTACKS)}.")
+flags.DEFINE_list("attacks", ["pgd"], f"Comma list of {', '.join(registry.ATTACKS)}, or autoattack.")
 flags.DEFINE_enum("norm", "inf", ["inf", "2", "1"], "Threat norm.")
 flags.DEFINE_list("eps", [], "Comma list of budgets, one run per eps.")
 flags.DEFINE_integer("steps", None, "Attack iterations (default: each paper's).", lower_bound=1)
@@ -48,7 +48,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Cheap checks first: they need no TensorFlow, so bad flags fail fast.
     try:
-        for name in FLAGS.attacks:
+        for name in registry.expand_names(FLAGS.attacks, FLAGS.norm):
             registry.attack_norm(name, FLAGS.norm)
     except ValueError as err:
         raise ValueError(f"--attacks/--norm: {err}") from None

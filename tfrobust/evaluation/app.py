@@ -134,6 +134,7 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
     names = [a.strip() for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"Expected `attacks` (--attacks) to be distinct names. Received: attacks={attacks!r}")
+    names = registry.expand_names(names, norm)
     for name in names:
         registry.attack_norm(name, norm)
     eps_values = registry.parse_eps(eps)

@@ -5,11 +5,15 @@
     make_attack("cw", norm=2)                              # unbounded C&W L2
 
 Attacks with a budget (`fgsm`, `bim`, `mifgsm`, `pgd`, `pgd_margin`,
-`pgd_dlr`, and the gradient-free `spsa` and `nattack`) need `eps`;
-minimization attacks (`cw` for L2, `ead` for L1, `deepfool` for L2 or L∞)
-take an optional `eps` as a budget and otherwise return the smallest
-perturbation they find. `None` for `steps` or
-`step_size` keeps each paper's default.
+`pgd_dlr`, `apgd_ce`, `apgd_dlr`, `apgd_t`, the gradient-free `spsa`,
+`nattack` and `square` (L2, L∞)) need `eps`; minimization attacks (`cw`
+for L2, `ead` for L1, `deepfool` for L2 or L∞, `fab` and `fab_t` for any
+norm) take an optional `eps` as a budget and otherwise return the smallest
+perturbation they find. `None` for `steps` or `step_size` keeps each
+paper's default. `autoattack` stands for AutoAttack's standard sequence
+(`apgd_ce`, `apgd_t`, `fab_t`, `square`; Square left out for L1): run on
+every point, the worst case over them is at least as strong as AutoAttack's
+sequential run (`tfrobust.evaluation.auto_attack`, cheaper).
 """
 
 import numpy as np
@@ -18,12 +22,26 @@ from tfrobust import _validate
 
 __all__ = ["ATTACKS", "BUDGET_ATTACKS", "MINIMIZATION_ATTACKS", "attack_norm", "make_attack", "parse_eps"]
 
-BUDGET_ATTACKS = ("fgsm", "bim", "mifgsm", "pgd", "pgd_margin", "pgd_dlr", "spsa", "nattack")
-MINIMIZATION_ATTACKS = ("cw", "ead", "deepfool")
+BUDGET_ATTACKS = ("fgsm", "bim", "mifgsm", "pgd", "pgd_margin", "pgd_dlr", "apgd_ce", "apgd_dlr", "apgd_t",
+                  "spsa", "nattack", "square")
+MINIMIZATION_ATTACKS = ("cw", "ead", "deepfool", "fab", "fab_t")
 ATTACKS = BUDGET_ATTACKS + MINIMIZATION_ATTACKS
+AUTOATTACK = ("apgd_ce", "apgd_t", "fab_t", "square")
 
-# Norms each minimization attack is defined for.
-_MIN_NORMS = {"cw": (2,), "ead": (1,), "deepfool": (2, np.inf)}
+# Norms each attack is defined for (the others: 1, 2 and inf).
+_MIN_NORMS = {"cw": (2,), "ead": (1,), "deepfool": (2, np.inf), "square": (2, np.inf)}
+
+
+def expand_names(names, norm):
+    """Replaces "autoattack" by its members for `norm` (no Square for L1)."""
+    p = _norm(norm)
+    out = []
+    for name in names:
+        if name == "autoattack":
+            out += [n for n in AUTOATTACK if not (n == "square" and p == 1) and n not in out]
+        elif name not in out:
+            out.append(name)
+    return out
 
 
 def _norm(norm):
@@ -40,7 +58,7 @@ def attack_norm(name, norm):
             norm (e.g. "cw" with norm=inf).
     """
     if name not in ATTACKS:
-        raise ValueError(f"Expected an attack name in {list(ATTACKS)}. Received: attack={name!r}")
+        raise ValueError(f"Expected an attack name in {list(ATTACKS) + ['autoattack']}. Received: attack={name!r}")
     p = _norm(norm)
     if name in _MIN_NORMS and p not in _MIN_NORMS[name]:
         allowed = ", ".join("inf" if q == np.inf else str(q) for q in _MIN_NORMS[name])
@@ -112,6 +130,25 @@ def make_attack(name, *, norm="inf", eps=None, steps=None, step_size=None, resta
         return pgd.PGD(threat, **({} if steps is None else {"steps": steps}), step_size=step_size,
                        loss=loss, restarts=int(restarts), bounds=bounds, seed=seed)
     kwargs = {} if steps is None else {"steps": steps}
+    if name.startswith("apgd"):
+        from tfrobust.attacks.apgd import APGD, APGDT
+
+        if name == "apgd_t":
+            return APGDT(threat, **kwargs, restarts=int(restarts), bounds=bounds, seed=seed)
+        return APGD(threat, loss=name[len("apgd_"):], **kwargs, restarts=int(restarts), bounds=bounds,
+                    seed=seed)
+    if name == "square":
+        from tfrobust.attacks.square import Square
+
+        return Square(threat, **({} if steps is None else {"n_queries": steps}), restarts=int(restarts),
+                      bounds=bounds, seed=seed)
+    if name.startswith("fab"):
+        from tfrobust.attacks.fab import FAB, FABT
+
+        # FAB needs a threat for its norm; without a budget it minimizes freely.
+        fab_threat = threat if threat is not None else LpBall(p, {1: 5.0, 2: 1.0}.get(p, 0.3))
+        cls = FABT if name == "fab_t" else FAB
+        return cls(fab_threat, **kwargs, restarts=int(restarts), bounds=bounds, seed=seed)
     if name == "spsa":
         from tfrobust.attacks.spsa import SPSA
 
