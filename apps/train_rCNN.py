@@ -31,6 +31,7 @@ flags.DEFINE_list("eps_range", ["0.15", "0.4"], "rCNN+: range of the L-inf box r
 flags.DEFINE_integer("adv_noise_epoch", 25, "rCNN+: epoch after which the BIM noise table is made.",
                      lower_bound=1)
 flags.DEFINE_float("adv_noise_eps", 0.3, "rCNN+: L-inf radius of the BIM copy.")
+flags.DEFINE_integer("adv_noise_steps", 10, "rCNN+: BIM steps of the copy.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
 FLAGS = flags.FLAGS
@@ -51,7 +52,8 @@ def main(argv):
         plus=FLAGS.plus, n_train=FLAGS.n_train, n_eval=FLAGS.n_eval, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, learning_rate=FLAGS.lr, halve_every=FLAGS.halve_every,
         beta1_train=FLAGS.beta1_train, beta1_test=FLAGS.beta1_test, sigma=FLAGS.sigma, eps_range=eps_range,
-        adv_noise_epoch=FLAGS.adv_noise_epoch, adv_noise_eps=FLAGS.adv_noise_eps, seed=FLAGS.seed,
+        adv_noise_epoch=FLAGS.adv_noise_epoch, adv_noise_eps=FLAGS.adv_noise_eps,
+        adv_noise_steps=FLAGS.adv_noise_steps, seed=FLAGS.seed,
         strategy=FLAGS.strategy))
 
 
