@@ -72,3 +72,11 @@ def test_cross_lipschitz_benchmark_on_digits():
     assert float(generic[3]) > 0 and float(closed[3]) > 0
     boxed = _row(text, "| boxed linear + binary search")
     assert float(boxed[3]) >= 0.9, boxed  # success rate of the boxed attack
+
+
+def test_rbf_benchmark_on_digits():
+    env = {k: v for k, v in os.environ.items() if k != "TFROBUST_DATA_DIR"}
+    text = _run("rbf.py", "--repeats=1", "--batch_size=32", env=env)
+    assert "same assignments: True" in text
+    for prefix in ("E-step", "EM pass over", "forward at batch 32", "m=10 samples"):
+        assert any(line.startswith(prefix) for line in text.splitlines()), text
