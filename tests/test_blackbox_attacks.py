@@ -242,7 +242,7 @@ def test_transfer_to_identical_copy_equals_white_box(trained):
     attack = PGD(_ball(INF, 0.1), steps=5, seed=0)
     white_box = PGD(_ball(INF, 0.1), steps=5, seed=0)(target, x, y)
     transfer = TransferAttack(trained.model, attack)
-    x_adv, report = transfer.evaluate(target, x, y)
+    x_adv, report = transfer.run_with_report(target, x, y)
     np.testing.assert_allclose(np.asarray(x_adv), np.asarray(white_box), atol=1e-6)
     assert report.transfer_rate == 1.0 or np.isnan(report.transfer_rate)
     assert report.source_success_rate == report.target_success_rate

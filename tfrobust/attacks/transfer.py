@@ -157,7 +157,7 @@ class TransferAttack(WrapsAttack, Attack):
         del model  # The target is queried only by the base class, for y.
         return self.attack(self.source_model, x, y, targeted=targeted)
 
-    def evaluate(self, model, x, y=None, *, targeted=False):
+    def run_with_report(self, model, x, y=None, *, targeted=False):
         """Runs the attack against the target `model` and reports the transfer.
 
         Args:

@@ -88,7 +88,7 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         config.exp_dir = _exp_root(run_dir)
         summary = _cached_summary(run_dir, n_eval)
         if summary is None:
-            summary = cl.evaluate(config, run_dir=run_dir, batch_size=batch_size)
+            summary = cl.evaluate_run(config, run_dir=run_dir, batch_size=batch_size)
         b, y = _load_bounds(run_dir)
         run_name = os.path.relpath(run_dir, config.exp_dir)
         empirical, comparison = compare_bounds(b, y, radii, name=run_name)

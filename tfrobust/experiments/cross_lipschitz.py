@@ -211,7 +211,7 @@ def run(config):
     """
     config.validate()
     if config.eval_robustness:
-        return evaluate(config)
+        return evaluate_run(config)
     return train(config)
 
 
@@ -321,7 +321,7 @@ def train(config):
     return metrics
 
 
-def evaluate(config, run_dir=None, batch_size=None):
+def evaluate_run(config, run_dir=None, batch_size=None):
     """Per-example upper and lower bounds of a trained experiment.
 
     Args:

@@ -27,7 +27,7 @@ Its extension points:
 """
 
 from tfrobust.training.devices import configure_devices
-from tfrobust.training.evaluation import evaluate
+from tfrobust.training.evaluation import evaluate_clean
 from tfrobust.training.evaluation import evaluate_accuracy
 from tfrobust.training.loop import History
 from tfrobust.training.loop import fit
@@ -46,7 +46,7 @@ __all__ = [
     "History",
     "PiecewiseByFraction",
     "StepDecay",
-    "evaluate",
+    "evaluate_clean",
     "evaluate_accuracy",
     "fit",
     "make_optimizer",

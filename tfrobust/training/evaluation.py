@@ -52,7 +52,7 @@ def run_eval(eval_step, distributed_dataset):
             "ce": totals["ce"] / totals["count"]}
 
 
-def evaluate(model, data, *, batch_size=256, strategy=None,
+def evaluate_clean(model, data, *, batch_size=256, strategy=None,
              bounds=(0.0, 1.0)):
     """Clean accuracy and mean cross-entropy of `model` on `data`.
 
@@ -99,5 +99,5 @@ def evaluate_accuracy(model, data, *, batch_size=256, strategy=None,
     Raises:
         ValueError: on malformed or empty data.
     """
-    return evaluate(model, data, batch_size=batch_size, strategy=strategy,
+    return evaluate_clean(model, data, batch_size=batch_size, strategy=strategy,
                     bounds=bounds)["accuracy"]
