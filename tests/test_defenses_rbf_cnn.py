@@ -99,3 +99,18 @@ def test_bad_arguments():
     defense = RBFCNN.from_templates(_templates(), _classifier())
     with pytest.raises(ValueError, match="beta2"):
         defense.set_knobs(beta2=-1.0)
+
+
+def test_export_serves_with_knobs_chosen_per_request(tmp_path, x):
+    defense = RBFCNN.from_templates(_templates(), _classifier(), beta1=10.0, beta2=0.0, samples=1, seed=0)
+    expected = defense(x).numpy()
+    path = defense.export_with_knobs(str(tmp_path / "sm"))
+    served = tf.saved_model.load(path)
+    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), expected, atol=1e-5)
+    # beta2 = 0 with any m equals the deterministic model; beta2 > 0 changes it.
+    same = served.serve_knobs(tf.constant(x), tf.constant(0.0), tf.constant(4)).numpy()
+    np.testing.assert_allclose(same, expected, atol=1e-5)
+    noisy = served.serve_knobs(tf.constant(x), tf.constant(1.5), tf.constant(8)).numpy()
+    assert noisy.shape == expected.shape and not np.allclose(noisy, expected)
+    # The knobs of the exported model itself are untouched by a request.
+    np.testing.assert_allclose(served.serve(tf.constant(x)).numpy(), expected, atol=1e-5)

@@ -83,6 +83,7 @@ class RBFCNN(Defense):
         return cls(classifier, reconstruction, samples=samples, **kwargs)
 
     def build(self, input_shape):
+        self._image_shape = tuple(input_shape[1:])
         if not self.reconstruction.built:
             self.reconstruction.build(input_shape)
         super().build(input_shape)
@@ -103,19 +104,47 @@ class RBFCNN(Defense):
         del x_purified, state
         return self.reconstruction(x, beta2=0.0)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, beta2=None, samples=None):
+        """See the class docstring; `beta2` and `samples` override the
+        layer's knobs for this call only (tensors allowed, e.g. from a
+        serving signature), without changing its variables."""
         if training:
-            return self.classifier(self.purify(inputs), training=True)
+            return self.classifier(self.reconstruction(inputs, beta2=beta2), training=True)
         x = tf.convert_to_tensor(inputs)
-        m = tf.convert_to_tensor(self.samples, dtype=tf.int32)
+        m = tf.convert_to_tensor(self.samples if samples is None else samples, dtype=tf.int32)
         batch = tf.shape(x)[0]
         folded = tf.repeat(x[None], m, axis=0)                        # [m, B, ...]
         folded = tf.reshape(folded, tf.concat([[m * batch], tf.shape(x)[1:]], 0))
-        logits = self.classifier(self.purify(folded), training=False)
+        logits = self.classifier(self.reconstruction(folded, beta2=beta2), training=False)
         # The class count stays static, so callers can read logits.shape[-1].
         k = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
         probs = tf.reshape(tf.nn.softmax(logits), [m, batch, k])
         return tf.math.log(tf.reduce_mean(probs, axis=0) + 1e-12)
+
+    def export_with_knobs(self, path, input_shape=None):
+        """Writes a SavedModel with two endpoints: `serve(x)` (the current
+        knobs) and `serve_knobs(x, beta2, samples)`, so that a deployed
+        model's robustness / accuracy trade-off (the paper's Table VII) is
+        chosen per request.
+
+        Args:
+            path: the SavedModel folder to write.
+            input_shape: `(H, W, C)` (default: the shape the model was built on).
+        """
+        shape = input_shape if input_shape is not None else getattr(self, "_image_shape", None)
+        if shape is None or len(tuple(shape)) != 3 or any(d is None for d in shape):
+            raise ValueError("Expected `input_shape` (H, W, C), or a model built on images of known shape. "
+                             f"Received: input_shape={input_shape!r}")
+        spec = tf.TensorSpec((None,) + tuple(shape), tf.float32, name="x")
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+        archive.add_endpoint("serve", lambda x: self(x), input_signature=[spec])
+        archive.add_endpoint(
+            "serve_knobs", lambda x, beta2, samples: self(x, beta2=beta2, samples=samples),
+            input_signature=[spec, tf.TensorSpec((), tf.float32, name="beta2"),
+                             tf.TensorSpec((), tf.int32, name="samples")])
+        archive.write_out(path)
+        return path
 
     def get_config(self):
         config = super().get_config()
