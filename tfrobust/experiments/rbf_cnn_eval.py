@@ -126,6 +126,7 @@ def evaluate_rcnn(config):
         report = evaluate(model, (x, y), _static_attacks(p, eps, config),
                           batch_size=config.batch_size, seed=config.seed, sanity_checks=False, verbose=1)
         results["static"][name] = _summary(report)
+        _write(config.out_dir, results)  # a crash later keeps what is done
     # Randomized view: BPDA + EoT against the m-sample model.
     model.set_knobs(beta2=config.beta2, samples=config.samples)
     n = results["n_adaptive"]
@@ -137,13 +138,20 @@ def evaluate_rcnn(config):
                           batch_size=max(1, config.batch_size // 5), seed=config.seed, sanity_checks=False,
                           verbose=1)
         results["adaptive"][name] = _summary(report)
+        _write(config.out_dir, results)
     results["seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(config.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    with open(os.path.join(config.out_dir, "results.md"), "w") as f:
-        f.write(markdown(results))
+    _write(config.out_dir, results)
     print(markdown(results))
     return results
+
+
+def _write(out_dir, results):
+    for name, text in (("results.json", json.dumps(results, indent=1, default=str)),
+                       ("results.md", markdown(results))):
+        tmp = os.path.join(out_dir, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(out_dir, name))
 
 
 def _summary(report):
