@@ -129,3 +129,20 @@ def test_apgdt_needs_four_classes():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         APGD(threats.LpBall(INF, 0.1), **kwargs)
+
+
+@pytest.mark.parametrize("loss, expected", [("ce", 6), ("dlr", 6)])
+def test_cheap_validation_runs_the_model_once_per_step(loss, expected):
+    # steps + 1 forward passes (the start and each step) and nothing more:
+    # no validation forward, no clean-prediction forward for untargeted runs.
+    calls = tf.Variable(0)
+    w = tf.constant(np.eye(16, 4, dtype="float32"))
+
+    def model(t):
+        calls.assign_add(1)
+        return tf.reshape(t, [tf.shape(t)[0], -1]) @ w
+
+    x = np.full((2, 4, 4, 1), 0.5, "float32")
+    x[:, 0, 0, 0] = 0.6
+    APGD(threats.LpBall(INF, 0.1), loss=loss, steps=5, seed=0, validate="cheap")(model, x, np.array([0, 0]))
+    assert int(calls.numpy()) == expected

@@ -85,3 +85,17 @@ def test_bad_arguments(kwargs, match):
 def test_l1_threat_refused():
     with pytest.raises(ValueError, match="threat"):
         Square(threats.LpBall(1, 1.0))
+
+
+def test_cheap_validation_spends_exactly_the_query_budget_on_the_model():
+    calls = tf.Variable(0)
+    w = tf.constant(np.eye(16, 4, dtype="float32"))
+
+    def model(t):
+        calls.assign_add(1)
+        return tf.reshape(t, [tf.shape(t)[0], -1]) @ w
+
+    x = np.full((2, 4, 4, 1), 0.5, "float32")
+    x[:, 0, 0, 0] = 0.9  # a wide margin: no point is broken, the whole budget runs
+    Square(threats.LpBall(INF, 0.01), n_queries=7, seed=0, validate="cheap")(model, x, np.array([0, 0]))
+    assert int(calls.numpy()) == 7

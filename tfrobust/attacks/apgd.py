@@ -118,6 +118,7 @@ class APGD(Attack):
             AutoAttack's "rand" version uses 20).
         seed: int for reproducible random starts, None for fresh ones.
         bounds: the input box.
+        validate: "full" or "cheap" (no extra forward pass; see `Attack`).
 
     Raises:
         ValueError: on bad arguments.
@@ -126,8 +127,8 @@ class APGD(Attack):
     randomized = True
 
     def __init__(self, threat, *, loss="ce", steps=100, restarts=1, rho=0.75, eot_samples=1,
-                 seed=None, bounds=(0.0, 1.0)):
-        super().__init__(threat, bounds=bounds)
+                 seed=None, bounds=(0.0, 1.0), validate="full"):
+        super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (1, 2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {1, 2, inf}", threat)
         self.loss = _validate.check_choice(loss, name="loss", choices=("ce", "dlr"))
@@ -148,8 +149,13 @@ class APGD(Attack):
     # ------------------------------------------------------------------
 
     def _run(self, model, x, y, targeted):
+        # Only the targeted DLR loss reads the clean predictions; the other
+        # modes skip that extra forward pass.
+        if self.loss == "dlr" and targeted is not False:
+            y_clean = tf.argmax(model(x), axis=-1, output_type=tf.int32)
+        else:
+            y_clean = y
         targeted = tf.constant(targeted, tf.bool) if isinstance(targeted, bool) else targeted
-        y_clean = tf.argmax(model(x), axis=-1, output_type=tf.int32)
         return self._best_of_restarts(model, x, y, y_clean, targeted)
 
     def _best_of_restarts(self, model, x, y, y_clean, targeted):
@@ -338,9 +344,9 @@ class APGDT(APGD):
     """
 
     def __init__(self, threat, *, n_target_classes=9, steps=100, restarts=1, rho=0.75,
-                 eot_samples=1, seed=None, bounds=(0.0, 1.0)):
+                 eot_samples=1, seed=None, bounds=(0.0, 1.0), validate="full"):
         super().__init__(threat, loss="dlr", steps=steps, restarts=restarts, rho=rho,
-                         eot_samples=eot_samples, seed=seed, bounds=bounds)
+                         eot_samples=eot_samples, seed=seed, bounds=bounds, validate=validate)
         self.n_target_classes = _validate.check_int(n_target_classes, name="n_target_classes", minimum=1)
 
     def get_config(self):

@@ -55,15 +55,6 @@ def _flat(v):
     return tf.reshape(v, [tf.shape(v)[0], -1])
 
 
-def _norm(v, p):
-    v = _flat(v)
-    if p == np.inf:
-        return tf.reduce_max(tf.abs(v), axis=-1)
-    if p == 2:
-        return tf.sqrt(tf.reduce_sum(tf.square(v), axis=-1))
-    return tf.reduce_sum(tf.abs(v), axis=-1)
-
-
 def project_onto_hyperplane_box(t, w, b, p, bounds=(0.0, 1.0)):
     """Minimal-`p`-norm change `d` with `w·(t + d) = b` and `t + d` in the box.
 
@@ -145,6 +136,7 @@ class FAB(MinimizationAttack):
         beta: backward step after an adversarial iterate (0.9).
         seed: int for reproducible restarts, None for fresh ones.
         bounds: the input box.
+        validate: "full" or "cheap" (no extra forward pass; see `Attack`).
 
     Raises:
         ValueError: on bad arguments.
@@ -153,8 +145,8 @@ class FAB(MinimizationAttack):
     randomized = True
 
     def __init__(self, threat, *, steps=100, restarts=1, alpha_max=0.1, eta=1.05, beta=0.9, seed=None,
-                 bounds=(0.0, 1.0)):
-        super().__init__(threat, bounds=bounds)
+                 bounds=(0.0, 1.0), validate="full"):
+        super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (1, 2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {1, 2, inf}", threat)
         self.norm_p = threat.p
@@ -249,7 +241,8 @@ class FAB(MinimizationAttack):
             t = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
         else:
             t = tf.random.stateless_normal(shape, seed)
-        t = t / expand(_norm(t, p) + 1e-12)
+        norm = self.threat.norm
+        t = t / expand(norm(t) + 1e-12)
         x_start = tf.where(random_start, tf.clip_by_value(x0 + 0.5 * eps * t, lo, hi), x0)
 
         def body(i, x1, best_x, best_norm):
@@ -260,8 +253,8 @@ class FAB(MinimizationAttack):
                 p, self.bounds)
             both = tf.cast(both, tf.float32)
             d1, d2 = tf.reshape(both[: shape[0]], shape), tf.reshape(both[shape[0]:], shape)
-            a1 = tf.maximum(_norm(d1, p), 1e-8)
-            a2 = tf.maximum(_norm(d2, p), 1e-8)
+            a1 = tf.maximum(norm(d1), 1e-8)
+            a2 = tf.maximum(norm(d2), 1e-8)
             alpha = expand(tf.clip_by_value(a1 / (a1 + a2), 0.0, self.alpha_max))
             x1 = tf.clip_by_value((x1 + self.eta * d1) * (1.0 - alpha) + (x0 + self.eta * d2) * alpha, lo, hi)
             logits = tf.cast(model(x1), tf.float32)
@@ -269,7 +262,7 @@ class FAB(MinimizationAttack):
             # The goal: the target class when targeted, else any other class.
             hit = (is_adversarial(logits, target, True) if goal_targeted
                    else is_adversarial(logits, y, False)) & finite
-            dist = _norm(x1 - x0, p)
+            dist = norm(x1 - x0)
             closer = hit & (dist < best_norm)
             best_x = tf.where(expand(closer), x1, best_x)
             best_norm = tf.where(closer, dist, best_norm)
@@ -315,7 +308,7 @@ class FABT(FAB):
         best_norm = tf.fill(tf.shape(x)[:1], tf.constant(np.inf, tf.float32))
         for rank in range(1, min(self.n_target_classes, num_classes - 1) + 1):
             x_adv, success = self._restarts(model, x, y, ranked[:, rank], goal_targeted=False)
-            norm = tf.where(success, _norm(x_adv - x, self.norm_p), np.inf)
+            norm = tf.where(success, self.threat.norm(x_adv - x), np.inf)
             better = norm < best_norm
             best_x = tf.where(tf.reshape(better, [-1] + [1] * (x.shape.rank - 1)), x_adv, best_x)
             best_norm = tf.minimum(best_norm, norm)

@@ -107,6 +107,7 @@ class Square(Attack):
             test (targeted runs always use the target's cross-entropy).
         seed: int for reproducible runs, None for fresh randomness.
         bounds: the input box.
+        validate: "full" or "cheap" (no extra forward pass; see `Attack`).
 
     Call arguments:
         As `Attack`; `x` must be a batch of images `[B, H, W, C]`.
@@ -119,8 +120,8 @@ class Square(Attack):
     randomized = True
 
     def __init__(self, threat, *, n_queries=5000, p_init=0.8, restarts=1, loss="margin", seed=None,
-                 bounds=(0.0, 1.0)):
-        super().__init__(threat, bounds=bounds)
+                 bounds=(0.0, 1.0), validate="full"):
+        super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {2, inf}", threat)
         self.n_queries = _validate.check_int(n_queries, name="n_queries", minimum=1)

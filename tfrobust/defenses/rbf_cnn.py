@@ -62,8 +62,6 @@ class RBFCNN(Defense):
 
     def __init__(self, classifier, reconstruction, *, samples=10, **kwargs):
         super().__init__(classifier, **kwargs)
-        if isinstance(reconstruction, dict):
-            reconstruction = keras.saving.deserialize_keras_object(reconstruction)
         if not isinstance(reconstruction, ReconstructionLayer):
             raise _validate.error("reconstruction", "a tfrobust.layers.ReconstructionLayer", reconstruction)
         self.reconstruction = reconstruction

@@ -110,7 +110,7 @@ def train_rcnn(config):
         strategy=strategy, seed=config.seed, verbose=config.verbose, callbacks=callbacks, **kwargs)
     model.set_knobs(beta1=config.beta1_test)
     model.save(os.path.join(config.out_dir, "model.keras"))
-    metrics = {"config": {k: v for k, v in dataclasses.asdict(config).items()}, "n_train": int(len(x)),
+    metrics = {"config": dataclasses.asdict(config), "n_train": int(len(x)),
                "train_seconds_this_process": round(time.time() - start, 1),
                "history": {k: list(v) for k, v in history.items()}}
     with open(os.path.join(config.out_dir, "metrics.json"), "w") as f:

@@ -155,11 +155,10 @@ def _write(out_dir, results):
 
 
 def _summary(report):
-    summary = report.summary() if callable(getattr(report, "summary", None)) else {}
     per_attack = {name: float(acc) for name, acc in report.attack_accuracy.items()}
     worst = {str(k): float(v) for k, v in report.robust_accuracy.items()}
     return {"clean": float(report.clean_accuracy), "per_attack": per_attack, "worst_case": worst,
-            "summary": summary if isinstance(summary, (dict, str)) else str(summary)}
+            "summary": report.summary()}
 
 
 def markdown(results):

@@ -211,8 +211,6 @@ class ReconstructionLayer(keras.layers.Layer):
 
     def __init__(self, rbf_layer, *, beta1=25.0, beta2=0.0, base="2", clip=True, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rbf_layer, dict):
-            rbf_layer = keras.saving.deserialize_keras_object(rbf_layer)
         if not isinstance(rbf_layer, RBFLayer):
             raise _validate.error("rbf_layer", "a tfrobust.layers.RBFLayer", rbf_layer)
         self.rbf_layer = rbf_layer
