@@ -38,3 +38,6 @@ from tfrobust.defenses.inner import minimize
 from tfrobust.defenses.rbf_cnn import RBFCNN
 
 __all__ = ["Attackable", "Defense", "RBFCNN", "minimize"]
+from tfrobust.defenses.manifold import InvertAndClassify  # noqa: E402
+
+__all__ += ["InvertAndClassify"]
