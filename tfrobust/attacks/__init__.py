@@ -25,6 +25,8 @@ from tfrobust.attacks.nattack import NAttack
 from tfrobust.attacks.optimizers import Momentum
 from tfrobust.attacks.optimizers import OptimStep
 from tfrobust.attacks.optimizers import SteepestAscent
+from tfrobust.attacks.overpowered import OverpoweredAttack
+from tfrobust.attacks.overpowered import OverpoweredResult
 from tfrobust.attacks.pgd import BIM
 from tfrobust.attacks.pgd import FGSM
 from tfrobust.attacks.pgd import MIFGSM
@@ -41,4 +43,5 @@ __all__ = [
     "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DeepFool",
     "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",
     "Restarts", "SPSA", "TransferAttack", "transfer_report",
+    "OverpoweredAttack", "OverpoweredResult",
 ]

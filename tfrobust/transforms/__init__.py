@@ -31,6 +31,8 @@ from tfrobust.transforms.adversarial import Adversarial
 from tfrobust.transforms.base import InputTransform
 from tfrobust.transforms.boxed_linear import BoxedLinearAdversarialTransform
 from tfrobust.transforms.boxed_linear import boxed_linear_training_step
+from tfrobust.transforms.manifold import OverpoweredLoss
+from tfrobust.transforms.manifold import manifold_adversarial_training
 from tfrobust.transforms.rcnn_plus import AdversarialNoiseTable
 from tfrobust.transforms.rcnn_plus import RCNNPlusNoise
 
@@ -39,6 +41,8 @@ __all__ = [
     "AdversarialNoiseTable",
     "BoxedLinearAdversarialTransform",
     "InputTransform",
+    "OverpoweredLoss",
     "RCNNPlusNoise",
     "boxed_linear_training_step",
+    "manifold_adversarial_training",
 ]
