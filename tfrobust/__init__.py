@@ -27,6 +27,7 @@ _SUBMODULES = (
     "optim",
     "rbf",
     "regularizers",
+    "smoothing",
     "testing",
     "threats",
     "training",
@@ -72,7 +73,7 @@ def load_model(path, **kwargs):
     """
     import pkgutil
 
-    for name in ("layers", "models", "models.wrappers"):
+    for name in ("layers", "models", "models.wrappers", "smoothing.classifier"):
         importlib.import_module(f"{__name__}.{name}")
     # Every defense module registers its class; a defense saved in one
     # process must load in another without the user importing its module.

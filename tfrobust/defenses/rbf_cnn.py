@@ -129,20 +129,10 @@ class RBFCNN(Defense):
             path: the SavedModel folder to write.
             input_shape: `(H, W, C)` (default: the shape the model was built on).
         """
+        from tfrobust.models.saved_model import export_with_knobs
+
         shape = input_shape if input_shape is not None else getattr(self, "_image_shape", None)
-        if shape is None or len(tuple(shape)) != 3 or any(d is None for d in shape):
-            raise ValueError("Expected `input_shape` (H, W, C), or a model built on images of known shape. "
-                             f"Received: input_shape={input_shape!r}")
-        spec = tf.TensorSpec((None,) + tuple(shape), tf.float32, name="x")
-        archive = keras.export.ExportArchive()
-        archive.track(self)
-        archive.add_endpoint("serve", lambda x: self(x), input_signature=[spec])
-        archive.add_endpoint(
-            "serve_knobs", lambda x, beta2, samples: self(x, beta2=beta2, samples=samples),
-            input_signature=[spec, tf.TensorSpec((), tf.float32, name="beta2"),
-                             tf.TensorSpec((), tf.int32, name="samples")])
-        archive.write_out(path)
-        return path
+        return export_with_knobs(self, path, [("beta2", tf.float32), ("samples", tf.int32)], shape)
 
     def get_config(self):
         config = super().get_config()

@@ -14,12 +14,13 @@ does not exist; a file that exists but cannot be read as a Keras archive
 `ValueError` saying which, never Keras' "File not found".
 """
 
+import inspect
 import io
 import json
 import os
 import zipfile
 
-__all__ = ["SavedModelClassifier", "load_model"]
+__all__ = ["SavedModelClassifier", "export_with_knobs", "load_model"]
 
 _KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -183,3 +184,50 @@ def load_model(path, *, argument="path", **kwargs):
             f"Received: {argument}={path!r}"
         )
     return _load_keras_file(path, argument, kwargs)
+
+
+def export_with_knobs(model, path, knobs, input_shape):
+    """Writes a SavedModel with `serve(x)` and `serve_knobs(x, *knobs)` endpoints.
+
+    A defense whose run-time knobs are call arguments (`model(x, beta2=...,
+    samples=...)`, `model(x, sigma=..., n=...)`) keeps them choosable per
+    request after export: `serve` uses the model's current knob variables,
+    `serve_knobs` takes each knob as a scalar tensor, in the order given,
+    without changing the exported variables.
+
+    Args:
+        model: a built Keras model whose `call` accepts the knobs as keyword
+            arguments (tensors allowed).
+        path: the SavedModel folder to write.
+        knobs: ordered list of `(name, dtype)` pairs, e.g.
+            `[("sigma", tf.float32), ("n", tf.int32)]`.
+        input_shape: `(H, W, C)`, the per-example input shape.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: if `input_shape` is not three known dimensions.
+    """
+    import keras
+    import tensorflow as tf
+
+    if input_shape is None or len(tuple(input_shape)) != 3 or any(d is None for d in input_shape):
+        raise ValueError("Expected `input_shape` (H, W, C), or a model built on images of known shape. "
+                         f"Received: input_shape={input_shape!r}")
+    names = [name for name, _ in knobs]
+    spec = tf.TensorSpec((None,) + tuple(input_shape), tf.float32, name="x")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda x: model(x), input_signature=[spec])
+    def serve_knobs(x, *values):
+        return model(x, **dict(zip(names, values)))
+
+    # Named parameters (not `values_0, ...`) in the SavedModel's signature.
+    serve_knobs.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ["x"] + names])
+    archive.add_endpoint(
+        "serve_knobs", serve_knobs,
+        input_signature=[spec] + [tf.TensorSpec((), dtype, name=name) for name, dtype in knobs])
+    archive.write_out(path)
+    return path
