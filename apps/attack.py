@@ -3,6 +3,10 @@
     python apps/attack.py --model=model.keras --dataset=mnist --n_examples=1000 \
         --attacks=fgsm,pgd,cw --norm=2 --eps=0.5,1.0,2.0 --steps=100 --out_dir=out
 
+    # Several norms in one run and one report (each attack on the norms it supports):
+    python apps/attack.py --model=model.keras --dataset=mnist --n_examples=1000 \
+        --attacks=autoattack,pgd,cw,ead --threats=inf:0.3,2:2.0,1:15 --out_dir=out
+
 Writes `adv_<attack>_<eps>.npz` (x_adv, y, predictions) per attack and eps,
 and `report.json`, `report.md`, `results.npz`, `robust_accuracy.png`; each
 attack's files are written as soon as it finishes. The
@@ -29,6 +33,7 @@ flags.DEFINE_integer("batch_size", 256, "Examples per attack call.", lower_bound
 flags.DEFINE_list("attacks", ["pgd"], f"Comma list of {', '.join(registry.ATTACKS)}, or autoattack.")
 flags.DEFINE_enum("norm", "inf", ["inf", "2", "1"], "Threat norm.")
 flags.DEFINE_list("eps", [], "Comma list of budgets, one run per eps.")
+flags.DEFINE_list("threats", [], "Instead of --norm/--eps: p:eps items of several norms, e.g. inf:0.3,2:2.0,1:15.")
 flags.DEFINE_integer("steps", None, "Attack iterations (default: each paper's).", lower_bound=1)
 flags.DEFINE_float("step_size", None, "PGD/BIM step length (default: each paper's).", lower_bound=0.0)
 flags.DEFINE_integer("restarts", 1, "Random restarts of pgd attacks.", lower_bound=1)
@@ -47,15 +52,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # Cheap checks first: they need no TensorFlow, so bad flags fail fast.
-    try:
-        for name in registry.expand_names(FLAGS.attacks, FLAGS.norm):
-            registry.attack_norm(name, FLAGS.norm)
-    except ValueError as err:
-        raise ValueError(f"--attacks/--norm: {err}") from None
-    try:
-        registry.parse_eps(FLAGS.eps)
-    except ValueError as err:
-        raise ValueError(f"--eps: {err}") from None
+    if FLAGS.threats:
+        if FLAGS["norm"].present or FLAGS.eps:
+            raise ValueError("--threats replaces --norm and --eps: give one or the other.")
+        try:
+            registry.pair_attacks(FLAGS.attacks, registry.parse_threats(FLAGS.threats))
+        except ValueError as err:
+            raise ValueError(f"--attacks/--threats: {err}") from None
+    else:
+        try:
+            for name in registry.expand_names(FLAGS.attacks, FLAGS.norm):
+                registry.attack_norm(name, FLAGS.norm)
+        except ValueError as err:
+            raise ValueError(f"--attacks/--norm: {err}") from None
+        try:
+            registry.parse_eps(FLAGS.eps)
+        except ValueError as err:
+            raise ValueError(f"--eps: {err}") from None
     if not os.path.exists(FLAGS.model):
         raise FileNotFoundError(f"--model: no such file or directory: {FLAGS.model!r}")
     if FLAGS.target_class is not None and not FLAGS.targeted:
@@ -65,7 +78,8 @@ def main(argv):
     run_attack_app(
         FLAGS.model, out_dir=FLAGS.out_dir, dataset=FLAGS.dataset, split=FLAGS.split,
         data_dir=FLAGS.data_dir, n_examples=FLAGS.n_examples, batch_size=FLAGS.batch_size,
-        attacks=FLAGS.attacks, norm=FLAGS.norm, eps=FLAGS.eps, steps=FLAGS.steps,
+        attacks=FLAGS.attacks, norm=FLAGS.norm, eps=FLAGS.eps, threats=FLAGS.threats or None,
+        steps=FLAGS.steps,
         step_size=FLAGS.step_size, restarts=FLAGS.restarts, targeted=FLAGS.targeted,
         target_class=FLAGS.target_class, eot_samples=FLAGS.eot_samples,
         strategy=FLAGS.strategy, seed=FLAGS.seed, sanity_checks=FLAGS.sanity_checks,

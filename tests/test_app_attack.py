@@ -121,3 +121,33 @@ def test_attack_app_bad_flags(saved_models, data_dir, tmp_path, args, message):
 def test_attack_app_missing_model(data_dir, tmp_path):
     rc, out = _finish(_run([f"--model={tmp_path / 'none.keras'}", f"--out_dir={tmp_path}"], data_dir))
     assert rc != 0 and "--model" in out
+
+
+def test_attack_app_several_norms_one_report(saved_models, data_dir, tmp_path):
+    """--threats pairs each attack with the norms it supports: one report, every threat in it."""
+    _, keras_path, _ = saved_models
+    rc, out = _finish(_run([f"--model={keras_path}", f"--out_dir={tmp_path}", f"--n_examples={N}",
+                            "--batch_size=16", "--attacks=pgd,cw,ead", "--threats=inf:0.1,2:1.0,1:5",
+                            "--steps=5", "--nosanity_checks"], data_dir))
+    assert rc == 0, out[-3000:]
+    report = _check_report(tmp_path)
+    assert set(report["robust_accuracy"]) == {"Linf eps=0.1", "L2 eps=1", "L1 eps=5"}
+    # PGD in every norm, C&W only in L2, EAD only in L1; files name the norm.
+    for name in ("adv_pgd_Linf_0.1", "adv_pgd_L2_1", "adv_pgd_L1_5", "adv_cw_L2_1", "adv_ead_L1_5"):
+        assert (tmp_path / f"{name}.npz").exists(), name
+    assert not (tmp_path / "adv_cw_Linf_0.1.npz").exists()
+    assert (tmp_path / "robust_accuracy.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threats=inf:0.3", "--eps=0.1"], "--threats replaces"),
+    (["--threats=inf:0.3", "--attacks=cw"], "support a norm"),
+    (["--threats=inf"], "p:eps"),
+    (["--threats=3:0.3"], "threats"),
+])
+def test_attack_app_bad_threats(saved_models, data_dir, tmp_path, args, message):
+    _, keras_path, _ = saved_models
+    rc, out = _finish(_run([f"--model={keras_path}", f"--out_dir={tmp_path}", "--n_examples=4"] + args,
+                           data_dir))
+    assert rc != 0
+    assert message in out

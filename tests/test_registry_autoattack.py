@@ -41,3 +41,29 @@ def test_attack_app_runs_autoattack(tmp_path):
     text = json.dumps(report)
     for name in ("APGD", "APGDT", "FABT", "Square"):
         assert name in text
+
+
+def test_parse_threats_reads_p_eps_items_and_pairs():
+    assert registry.parse_threats("inf:0.3,2:2.0,1:15") == [(1, 15.0), (2, 2.0), (np.inf, 0.3)]
+    assert registry.parse_threats([(2, 1.0), "linf:0.1"]) == [(2, 1.0), (np.inf, 0.1)]
+    for bad, message in [("inf", "p:eps"), ("3:0.1", "threats"), ("inf:-1", "eps"),
+                         ("inf:0.3,inf:0.3", "distinct")]:
+        with pytest.raises(ValueError, match=message):
+            registry.parse_threats(bad)
+
+
+def test_pair_attacks_gives_each_attack_the_norms_it_supports():
+    plan = registry.pair_attacks(["autoattack", "cw", "ead"], registry.parse_threats("inf:0.3,2:2.0,1:15"))
+    by_norm = {}
+    for name, p, eps in plan:
+        by_norm.setdefault(p, []).append(name)
+        assert eps == {1: [15.0], 2: [2.0], np.inf: [0.3]}[p]
+    assert by_norm[np.inf] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    assert by_norm[2] == ["apgd_ce", "apgd_t", "fab_t", "square", "cw"]
+    assert by_norm[1] == ["apgd_ce", "apgd_t", "fab_t", "ead"]  # no Square in L1
+    with pytest.raises(ValueError, match="support a norm"):
+        registry.pair_attacks(["cw"], [(np.inf, 0.3)])
+    with pytest.raises(ValueError, match="for the L1 threats"):
+        registry.pair_attacks(["cw"], [(2, 1.0), (1, 5.0)])
+    with pytest.raises(ValueError, match="attack name"):
+        registry.pair_attacks(["nope"], [(2, 1.0)])

@@ -85,7 +85,7 @@ def _write_partial(out_dir, files):
 
 
 def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=None, n_examples=None,
-                   batch_size=256, attacks=("pgd",), norm="inf", eps=(), steps=None, step_size=None,
+                   batch_size=256, attacks=("pgd",), norm="inf", eps=(), threats=None, steps=None, step_size=None,
                    restarts=1, targeted=False, target_class=None, eot_samples=1, strategy="default",
                    seed=0, sanity_checks=True, verbose=1):
     """Attacks a saved model on a dataset and writes adversarial examples and the report.
@@ -107,6 +107,12 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
         norm: "inf", 2 or 1.
         eps: list of budgets (one run per eps for budget attacks; required
             by them); minimization attacks are cut to each eps.
+        threats: instead of `norm` and `eps`, several norms in one run:
+            (p, eps) pairs or "p:eps" strings ("inf:0.3,2:2.0,1:15"). Each
+            attack runs for the threats of the norms it supports (C&W only
+            L2, "autoattack" expanded per norm), and the report gives the
+            per-attack and worst-case accuracy per threat. With several
+            norms, keys and files name the norm (`adv_pgd_Linf_0.3.npz`).
         steps, step_size, restarts: attack settings (None: paper defaults).
         targeted: targeted attacks towards `target_class`, or towards a
             random other class per example when `target_class` is None.
@@ -134,15 +140,19 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
     names = [a.strip() for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"Expected `attacks` (--attacks) to be distinct names. Received: attacks={attacks!r}")
-    names = registry.expand_names(names, norm)
-    for name in names:
-        registry.attack_norm(name, norm)
-    eps_values = registry.parse_eps(eps)
-    if not eps_values and any(n in registry.BUDGET_ATTACKS for n in names):
-        raise ValueError(
-            f"Expected `eps` (--eps) for the budget attacks {[n for n in names if n in registry.BUDGET_ATTACKS]}. "
-            "Received: eps=[]"
-        )
+    if threats:
+        if registry.parse_eps(eps):
+            raise ValueError(f"Expected either `threats` (--threats) or `eps` (--eps). Received: eps={eps!r}")
+        grid = registry.parse_threats(threats)
+        plan = registry.pair_attacks(names, grid)
+    else:
+        p = _validate.check_p(norm, name="norm")
+        eps_values = registry.parse_eps(eps)
+        plan = [(name, registry.attack_norm(name, p), eps_values) for name in registry.expand_names(names, p)]
+        grid = [(p, e) for e in eps_values]
+    budget = [n for n, _, e in plan if n in registry.BUDGET_ATTACKS and not e]
+    if budget:
+        raise ValueError(f"Expected `eps` (--eps) for the budget attacks {budget}. Received: eps=[]")
     eot_samples = _validate.check_int(eot_samples, name="eot_samples", minimum=1)
     n_examples = _validate.check_int(n_examples, name="n_examples", minimum=1, allow_none=True)
     batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
@@ -173,23 +183,27 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
 
         model = EoT(model, n=eot_samples)
 
-    p = registry.attack_norm(names[0], norm)
+    from tfrobust.evaluation import labels
+    from tfrobust.threats import LpBall
+
+    several = len({p for p, _ in grid}) > 1
     attack_objs, files = {}, []
-    for name in names:
+    for name, p, eps_values in plan:
+        base = f"{name}_{labels.p_label(p)}" if several else name
         if name in registry.BUDGET_ATTACKS:
             for e in eps_values:
-                key = f"{name}_{e:g}"
+                key = f"{base}_{e:g}"
                 attack_objs[key] = registry.make_attack(
-                    name, norm=norm, eps=e, steps=steps, step_size=step_size, restarts=restarts, seed=seed)
-                files.append((key, None, _file_name(name, e)))
+                    name, norm=p, eps=e, steps=steps, step_size=step_size, restarts=restarts, seed=seed)
+                files.append((key, None, _file_name(base, e)))
         else:
-            attack_objs[name] = registry.make_attack(name, norm=norm, steps=steps, seed=seed)
+            attack_objs[base] = registry.make_attack(name, norm=p, steps=steps, seed=seed)
             for e in eps_values or [None]:
-                files.append((name, e, _file_name(name, e)))
+                files.append((base, e, _file_name(base, e)))
     targets = None
     if targeted:
         targets = "random" if target_class is None else int(target_class)
-    result = evaluate(model, (x, y), attack_objs, threats=[(p, e) for e in eps_values], targets=targets,
+    result = evaluate(model, (x, y), attack_objs, threats=[LpBall(p, e) for p, e in grid], targets=targets,
                       batch_size=batch_size, seed=seed, sanity_checks=sanity_checks,
                       keep_adversarials=True, on_attack_result=_write_partial(out_dir, files),
                       verbose=verbose)

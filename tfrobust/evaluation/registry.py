@@ -20,7 +20,8 @@ import numpy as np
 
 from tfrobust import _validate
 
-__all__ = ["ATTACKS", "BUDGET_ATTACKS", "MINIMIZATION_ATTACKS", "attack_norm", "make_attack", "parse_eps"]
+__all__ = ["ATTACKS", "BUDGET_ATTACKS", "MINIMIZATION_ATTACKS", "attack_norm", "make_attack", "pair_attacks",
+           "parse_eps", "parse_threats"]
 
 BUDGET_ATTACKS = ("fgsm", "bim", "mifgsm", "pgd", "pgd_margin", "pgd_dlr", "apgd_ce", "apgd_dlr", "apgd_t",
                   "spsa", "nattack", "square")
@@ -85,6 +86,91 @@ def parse_eps(eps):
     if any(not np.isfinite(e) or e < 0 for e in values) or len(set(values)) != len(values):
         raise ValueError(f"Expected `eps` (--eps) to be distinct finite numbers >= 0. Received: eps={eps!r}")
     return values
+
+
+def parse_threats(threats):
+    """Parses threats written `p:eps` (e.g. "inf:0.3,2:2.0,1:15") into (p, eps) pairs.
+
+    Items may also be `(p, eps)` pairs already.
+
+    Several budgets of one norm are written as several items ("inf:0.1,inf:0.3").
+    Returns the pairs sorted by norm then eps, without TensorFlow.
+
+    Raises:
+        ValueError: on an item that is not `p:eps`, an unknown norm, a negative
+            or non-finite eps, or a repeated threat.
+    """
+    if isinstance(threats, str):
+        threats = threats.split(",")
+    pairs = []
+    for item in threats or ():
+        if isinstance(item, str):
+            if not item.strip():
+                continue
+            norm, sep, eps = item.strip().partition(":")
+        else:
+            try:
+                (norm, eps), sep = item, ":"
+            except (TypeError, ValueError):
+                sep = ""
+        if not sep:
+            raise ValueError(
+                f"Expected `threats` (--threats) as p:eps items, e.g. inf:0.3,2:2.0,1:15. Received: {item!r}")
+        p = _validate.check_p(norm, name=f"threats ({item!r})")
+        (e,) = parse_eps([eps])
+        pairs.append((p, e))
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"Expected distinct threats in `threats` (--threats). Received: threats={threats!r}")
+    return sorted(pairs)
+
+
+def _supports(name, p):
+    try:
+        attack_norm(name, p)
+    except ValueError:
+        return False
+    return True
+
+
+def pair_attacks(names, threats):
+    """Pairs each attack with the threats of the norms it supports.
+
+    Args:
+        names: attack names (`ATTACKS` or "autoattack", expanded per norm).
+        threats: (p, eps) pairs, e.g. from `parse_threats`.
+
+    Returns:
+        A list of `(name, p, eps_list)`: budget attacks get the budgets of
+        their norm, minimization attacks run once per norm (cut to each eps).
+
+    Raises:
+        ValueError: on an unknown name, an attack that supports none of the
+            threats' norms, or a norm no attack supports.
+    """
+    norms = sorted({p for p, _ in threats})
+    out = []
+    for raw in dict.fromkeys(names):
+        paired = False
+        for p in norms:
+            for name in expand_names([raw], p):
+                if name not in ATTACKS:
+                    attack_norm(name, p)  # raises, naming the known attacks
+                if _supports(name, p):
+                    out.append((name, p, [e for q, e in threats if q == p]))
+                    paired = True
+        if not paired:
+            raise ValueError(
+                f"Expected every attack in `attacks` (--attacks) to support a norm of `threats`. Received: "
+                f"{raw!r} with norms {[_p_text(p) for p in norms]}")
+    for p in norms:
+        if not any(q == p for _, q, _ in out):
+            raise ValueError(f"Expected an attack in `attacks` (--attacks) for the {_p_text(p)} threats. "
+                             f"Received: attacks={list(names)!r}")
+    return out
+
+
+def _p_text(p):
+    return "Linf" if p == np.inf else f"L{p}"
 
 
 def make_attack(name, *, norm="inf", eps=None, steps=None, step_size=None, restarts=1, seed=0,

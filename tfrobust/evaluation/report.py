@@ -158,16 +158,21 @@ def _families(result, p):
 
 
 def plot_robust_accuracy(result, path):
-    """Robust accuracy vs eps, one panel per norm with several eps.
+    """Robust accuracy per norm: one panel per norm.
+
+    A norm with several eps gets curves (worst case and each attack family)
+    vs eps; a norm with one eps, in a run of several norms, gets bars (each
+    attack and the worst case) at that eps.
 
     Returns:
-        True if a figure was written (some norm has two or more eps).
+        True if a figure was written (some norm has two or more eps, or the
+        run has several norms).
     """
     norms = {}
     for t in result.threats.values():
         norms.setdefault(t.p, []).append(t)
-    norms = {p: sorted(ts, key=lambda t: t.eps) for p, ts in norms.items() if len(ts) > 1}
-    if not norms:
+    norms = {p: sorted(ts, key=lambda t: t.eps) for p, ts in norms.items()}
+    if not any(len(ts) > 1 for ts in norms.values()) and len(norms) < 2:
         return False
     import matplotlib
 
@@ -176,6 +181,9 @@ def plot_robust_accuracy(result, path):
 
     fig, axes = plt.subplots(1, len(norms), figsize=(5 * len(norms), 4), squeeze=False)
     for ax, (p, ts) in zip(axes[0], sorted(norms.items())):
+        if len(ts) == 1:
+            _bars(ax, result, ts[0])
+            continue
         ax.plot([t.eps for t in ts], [t.robust_accuracy for t in ts], "k-o", lw=2,
                 label="worst case")
         for label, (eps_list, accs) in _families(result, p).items():
@@ -193,6 +201,19 @@ def plot_robust_accuracy(result, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _bars(ax, result, t):
+    """Per-attack and worst-case robust accuracy at one threat (`ThreatResult`), as bars."""
+    names = list(t.per_attack) + ["worst case"]
+    values = list(t.per_attack.values()) + [t.robust_accuracy]
+    ax.barh(names, values, color=["C0"] * len(t.per_attack) + ["k"])
+    ax.axvline(result.clean_accuracy, color="gray", ls=":", label="clean")
+    ax.set_xlim(0.0, 1.02)
+    ax.set_xlabel("robust accuracy")
+    ax.set_title(t.label)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8)
 
 
 def _type_name(config):
