@@ -13,7 +13,9 @@ _VGG_WIDTHS = {
 _VGG_DEPTHS = (2, 2, 3, 3, 3)
 
 
-def cw_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5):
+def cw_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5, *,
+                 noise=None, weight_noise=True, act_noise_a=False,
+                 act_noise_b=False, noise_rank=5, noise_seed=None):
     """Builds the Carlini-Wagner 4-conv MNIST network used by RBF-CNN.
 
     Conv32-Conv32-MaxPool-Conv64-Conv64-MaxPool-Dense200-Dropout-Dense200-
@@ -25,6 +27,12 @@ def cw_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5):
             width must be >= 4 (two 2x2 poolings).
         num_classes: Number of classes K.
         dropout: Dropout rate after the first Dense200 (0.5 in the paper).
+        noise: None, `"pni"` or `"cpni"`: noise-injection convs and Dense
+            layers (`PNIDense` in both cases), as `resnet_cifar`'s option
+            (Smoothed Inference); the other noise arguments are those of
+            `tfrobust.models.resnet.noisy_layer_factories`.
+        weight_noise, act_noise_a, act_noise_b, noise_rank, noise_seed: see
+            `resnet_cifar`.
 
     Returns:
         A `keras.Model` mapping images to logits of shape [B, K].
@@ -41,20 +49,24 @@ def cw_mnist_cnn(input_shape=(28, 28, 1), num_classes=10, dropout=0.5):
     num_classes = _checks.check_num_classes(num_classes)
     dropout = _checks.check_rate(dropout, name="dropout")
 
+    from tfrobust.models.resnet import noisy_layer_factories
+
+    conv, dense = noisy_layer_factories(
+        noise, weight_noise=weight_noise, act_noise_a=act_noise_a,
+        act_noise_b=act_noise_b, noise_rank=noise_rank, noise_seed=noise_seed)
     inputs = keras.Input(shape=input_shape, name="x")
     h = inputs
     for i, filters in enumerate((32, 32, 64, 64)):
-        h = keras.layers.Conv2D(
-            filters, 3, padding="same", activation="relu", name=f"conv{i + 1}"
-        )(h)
+        h = conv(filters, 3, 1, f"conv{i + 1}", padding="same", activation="relu")(h)
         if i % 2 == 1:
             h = keras.layers.MaxPooling2D(2, name=f"pool{i // 2 + 1}")(h)
     h = keras.layers.Flatten(name="flatten")(h)
-    h = keras.layers.Dense(200, activation="relu", name="fc1")(h)
+    h = dense(200, "fc1", activation="relu")(h)
     h = keras.layers.Dropout(dropout, name="dropout")(h)
-    h = keras.layers.Dense(200, activation="relu", name="fc2")(h)
-    logits = keras.layers.Dense(num_classes, name="logits")(h)
-    return keras.Model(inputs, logits, name="cw_mnist_cnn")
+    h = dense(200, "fc2", activation="relu")(h)
+    logits = dense(num_classes, "logits")(h)
+    suffix = "" if noise is None else f"_{noise}"
+    return keras.Model(inputs, logits, name=f"cw_mnist_cnn{suffix}")
 
 
 def _vgg_dropouts(variant):

@@ -131,8 +131,61 @@ def preact_resnet32(
     return keras.Model(inputs, logits, name=f"preact_resnet{6 * n_units + 2}")
 
 
+NOISE_TYPES = ("pni", "cpni", None)
+
+
+def noisy_layer_factories(noise=None, *, weight_noise=True, act_noise_a=False,
+                          act_noise_b=False, noise_rank=5, noise_seed=None):
+    """`(conv, dense)` builders of plain, PNI or CPNI layers (SIAM's `--pni`/`--cpni`).
+
+    `conv(filters, kernel, stride, name, **kwargs)` and `dense(units, name,
+    **kwargs)`; with `noise=None` they build `keras.layers.Conv2D` /
+    `Dense`. With "pni" every conv is a `PNIConv2D`, with "cpni" a
+    `CPNIConv2D` (rank `noise_rank`); the Dense layer is a `PNIDense` in
+    both, as the original's final `NoisedLinear`. Each noisy layer gets its
+    own seed `noise_seed + i` (or None).
+
+    Every layer follows `weight_noise`: the original builds the first conv
+    without the flag, whose default is True, so it always has weight noise
+    (a bug, fixed here).
+
+    Raises:
+        ValueError: on an unknown `noise` or a bad flag.
+    """
+    from tfrobust.layers import noise as noise_layers
+
+    _validate.check_choice(noise, name="noise", choices=NOISE_TYPES)
+    noise_seed = _validate.check_int(noise_seed, name="noise_seed", minimum=0,
+                                     allow_none=True)
+    flags = dict(weight_noise=weight_noise, act_noise_a=act_noise_a,
+                 act_noise_b=act_noise_b)
+    counter = [0]
+
+    def seed():
+        counter[0] += 1
+        return None if noise_seed is None else noise_seed + counter[0] - 1
+
+    def conv(filters, kernel, stride, name, **kwargs):
+        kwargs.update(strides=stride, name=name)
+        if noise is None:
+            return keras.layers.Conv2D(filters, kernel, **kwargs)
+        if noise == "pni":
+            return noise_layers.PNIConv2D(filters, kernel, **flags, seed=seed(), **kwargs)
+        return noise_layers.CPNIConv2D(filters, kernel, **flags, noise_rank=noise_rank,
+                                       seed=seed(), **kwargs)
+
+    def dense(units, name, **kwargs):
+        if noise is None:
+            return keras.layers.Dense(units, name=name, **kwargs)
+        return noise_layers.PNIDense(units, **flags, seed=seed(), name=name, **kwargs)
+
+    return conv, dense
+
+
 def resnet_cifar(
-    depth=20, input_shape=(32, 32, 3), num_classes=10, width=1, block=None
+    depth=20, input_shape=(32, 32, 3), num_classes=10, width=1, block=None,
+    noise=None, weight_noise=True, act_noise_a=False, act_noise_b=False,
+    noise_rank=5, noise_seed=None,
 ):
     """Builds He et al.'s CIFAR ResNet as used by Smoothed Inference (SIAM).
 
@@ -157,6 +210,16 @@ def resnet_cifar(
         width: Positive int width multiplier.
         block: `"basic"`, `"bottleneck"`, or None for basic blocks when
             depth < 164 and bottleneck blocks from 164 on (as the original).
+        noise: None (plain layers), `"pni"` or `"cpni"`: every conv (and
+            the Dense layer) is a noise-injection layer of
+            `tfrobust.layers.noise` (see `noisy_layer_factories`; the
+            original's `--pni` / `--cpni`).
+        weight_noise: noise on the kernels (`--weight-noise`), every layer
+            included (the original's first conv ignores the flag).
+        act_noise_a: noise on each noisy layer's input (`--act-noise-a`).
+        act_noise_b: noise on each noisy layer's output (`--act-noise-b`).
+        noise_rank: rank of CPNI's correlated noise (`--noise-rank`, 5).
+        noise_seed: base seed of the noisy layers' generators, or None.
 
     Returns:
         A `keras.Model` mapping images to logits of shape [B, K].
@@ -190,15 +253,19 @@ def resnet_cifar(
     n = (depth - 2) // (3 * layers_per_block)
     expansion = 1 if block == "basic" else 4
 
+    make_conv, make_dense = noisy_layer_factories(
+        noise, weight_noise=weight_noise, act_noise_a=act_noise_a,
+        act_noise_b=act_noise_b, noise_rank=noise_rank, noise_seed=noise_seed)
+
     def conv(filters, kernel, stride, name):
-        return keras.layers.Conv2D(
+        return make_conv(
             filters,
             kernel,
-            strides=stride,
+            stride,
+            name,
             padding="same",
             use_bias=False,
             kernel_initializer=_init.he_normal_fan_out(),
-            name=name,
         )
 
     def bn(name):
@@ -244,7 +311,8 @@ def resnet_cifar(
                 name=f"stage{stage + 1}_block{i}",
             )
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
-    logits = keras.layers.Dense(
-        num_classes, name="logits", **_init.torch_default(filters)
+    logits = make_dense(
+        num_classes, "logits", **_init.torch_default(filters)
     )(h)
-    return keras.Model(inputs, logits, name=f"resnet{depth}_cifar")
+    suffix = "" if noise is None else f"_{noise}"
+    return keras.Model(inputs, logits, name=f"resnet{depth}_cifar{suffix}")
