@@ -196,7 +196,7 @@ class Smooth:
             scores = tf.convert_to_tensor(self.base(tiled + self.sigma * noise))
             pred = tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int32), [d, group])
             hits = tf.one_hot(pred, self.num_classes, dtype=tf.int32)
-            return done + d, counts + tf.reduce_sum(hits, axis=0)
+            return done + d, tf.ensure_shape(counts + tf.reduce_sum(hits, axis=0), counts.shape)
 
         counts = tf.zeros([group, self.num_classes], tf.int32)
         _, counts = tf.while_loop(lambda done, counts: done < num, body, (tf.constant(0), counts))
