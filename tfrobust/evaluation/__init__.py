@@ -20,7 +20,8 @@ result = evaluate(mlp, (x, y), [PGD(threats.LpBall(2, 0.5), seed=0)],
 `evaluate` runs the attacks (`run`), aggregates the worst case per threat
 (`aggregate`, keyed by `LpBall`), compares certificates with the attacks on
 the same examples (`certificates`: certified accuracy is a lower bound,
-attacks give an upper bound) and runs the sanity checks (`sanity`); each
+attacks give an upper bound; `certified_vs_empirical` does both at the same
+L2 radii in one call) and runs the sanity checks (`sanity`); each
 flag warns with `RobustnessWarning` and goes to the report. A check that
 cannot run on a model becomes a flag "check could not run: <reason>".
 
@@ -61,6 +62,8 @@ _EXPORTS = {
     "CertificateResult": "certificates",
     "certified_accuracy": "certificates",
     "mlp1layer_certificate": "certificates",
+    "certified_vs_empirical": "certified_empirical",
+    "default_l2_attacks": "certified_empirical",
     "RobustAccuracyCurve": "engine",
     "evaluate": "engine",
     "robust_accuracy_curve": "engine",
@@ -106,6 +109,8 @@ __all__ = [
     "check_one_step_vs_iterative",
     "check_randomness",
     "certified_accuracy",
+    "certified_vs_empirical",
+    "default_l2_attacks",
     "evaluate",
     "load_model",
     "make_attack",

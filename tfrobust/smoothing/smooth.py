@@ -307,6 +307,20 @@ class Smooth:
         return CertifyResult(np.where(abstain, ABSTAIN, c_a).astype(np.int64), radius.astype(np.float64),
                              p_lower, counts, t0 + t1, self.sigma, n0, n, alpha)
 
+    def certifier(self, n0, n, alpha, batch_size):
+        """A callable `(x, y) -> Certificate` running `certify_batch`, for
+        `tfrobust.evaluation.evaluate(certificates=...)` and
+        `tfrobust.evaluation.certified_vs_empirical`.
+
+        Raises:
+            ValueError: as `certify_batch`, when called.
+        """
+        def certify(x, y):
+            del y  # the certificate is of the prediction; the engine compares it with y
+            return self.certify_batch(np.asarray(x), n0, n, alpha, batch_size).to_certificate()
+
+        return certify
+
     def certify(self, x, n0, n, alpha, batch_size):
         """CERTIFY one image: `(class, radius)` or `(ABSTAIN, 0.0)`.
 
