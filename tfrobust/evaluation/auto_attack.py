@@ -155,8 +155,26 @@ def auto_attack_sequence(threat, version="standard", *, seed=0, bounds=(0.0, 1.0
     return out
 
 
+def _candidates(attack, model, x, y, parts, strategy):
+    """Yields the attack's `x_adv` (float32 NumPy) on each part; part i draws from stream i."""
+    from tfrobust import distribute
+
+    streams = distribute.BatchStreams.of([attack])
+    if strategy is None:
+        for i, part in enumerate(parts):
+            streams.enter(i)
+            yield np.asarray(attack(model, x[part], y[part]), dtype=np.float32)
+    elif parts:
+        outs = distribute.run_batches(
+            strategy, lambda xb, yb: tf.convert_to_tensor(attack(model, xb, yb), tf.float32),
+            [(x[part], y[part]) for part in parts], streams=streams)
+        for (candidate,) in outs:
+            yield np.asarray(candidate, dtype=np.float32)
+    streams.finish(len(parts))
+
+
 def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed=0, bounds=(0.0, 1.0),
-                verbose=0):
+                verbose=0, strategy=None):
     """Runs the AutoAttack sequence; each attack only on points still robust.
 
     Args:
@@ -170,6 +188,12 @@ def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed
         seed: seed of every random attack in the sequence.
         bounds: the input box.
         verbose: 1 prints the accuracy after each attack.
+        strategy: optional `tf.distribute.Strategy`: each attack's batches
+            (of the points still robust) are dealt to its replicas inside
+            `strategy.run` and gathered back in order
+            (`tfrobust.distribute`); the result equals `strategy=None`'s
+            (batch i of each attack draws from random stream i in both).
+            Call it outside `strategy.scope()`.
 
     Returns:
         An `AutoAttackResult`.
@@ -188,6 +212,8 @@ def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed
     if not np.all(np.isfinite(x)) or x.min() < bounds[0] - 1e-6 or x.max() > bounds[1] + 1e-6:
         raise _validate.error("x", f"finite values inside bounds={tuple(bounds)}", x,
                               received=f"x with min={np.nanmin(x)} and max={np.nanmax(x)}")
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise _validate.error("strategy", "a tf.distribute.Strategy or None", strategy)
     sequence = auto_attack_sequence(threat, version, seed=seed, bounds=bounds)
 
     num_classes = []
@@ -213,9 +239,9 @@ def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed
         start = time.time()
         n_nonfinite = 0
         index = np.flatnonzero(robust)
-        for i in range(0, len(index), batch_size):
-            part = index[i:i + batch_size]
-            candidate = np.asarray(attack(model, x[part], y[part]), dtype=np.float32)
+        parts = [index[i:i + batch_size] for i in range(0, len(index), batch_size)]
+        # The generator first: it finishes (positions the streams) before zip stops.
+        for candidate, part in zip(_candidates(attack, model, x, y, parts, strategy), parts):
             pred_adv, finite = predict(candidate)
             norms = threat.norm(tf.constant(candidate - x[part])).numpy()
             inside = within_eps(norms, eps) & np.all(

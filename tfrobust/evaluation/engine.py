@@ -157,7 +157,8 @@ def _radii(cert, threats, radii):
 
 def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256,
              bounds=(0.0, 1.0), seed=0, sanity_checks=True, keep_adversarials=False,
-             certificates=None, certificate_radii=None, on_attack_result=None, verbose=1):
+             certificates=None, certificate_radii=None, on_attack_result=None, verbose=1,
+             strategy=None):
     """Evaluates a model against attacks (and certificates): per-example results, checks.
 
     For each attack the examples are attacked with their true labels (or
@@ -199,6 +200,21 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
             `EvaluationResult` of the attacks finished so far (no sanity
             checks, no certificates), e.g. to write partial results.
         verbose: 0 silent, 1 prints the summary table at the end.
+        strategy: optional `tf.distribute.Strategy` (e.g.
+            `tfrobust.training.make_strategy("mirrored")` or
+            `"multi_worker"`): the attacks' batches are dealt to its
+            replicas, each attacking whole batches inside `strategy.run`,
+            and the per-example results are gathered back in data order
+            (`tfrobust.distribute`). Results equal those of
+            `strategy=None` (each batch draws from its own random stream
+            in both paths). Create the model under `strategy.scope()` and
+            call `evaluate` outside it; attacks must be graph-compatible
+            (tfrobust's are). The clean pass, certificates and sanity
+            checks run on each process's default device; every worker of
+            a multi-worker run returns the full result (let only the
+            chief write it: `tfrobust.distribute.output_dir`).
+            Every batch has `batch_size` examples (the last one padded), so
+            use a `batch_size` that fills the replicas: R batches per step.
 
     Returns:
         An `EvaluationResult`.
@@ -220,6 +236,8 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
     batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
     seed = _validate.check_int(seed, name="seed", minimum=0)
     verbose = _validate.check_int(verbose, name="verbose", minimum=0)
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise _validate.error("strategy", "a tf.distribute.Strategy or None", strategy)
     sanity_checks = _validate.check_bool(sanity_checks, name="sanity_checks")
     keep_adversarials = _validate.check_bool(keep_adversarials, name="keep_adversarials")
     if on_attack_result is not None and not callable(on_attack_result):
@@ -251,7 +269,8 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
 
     results = run.run_attacks(model, named, d.batches, y=d.y, y_target=d.y_target, clean=clean,
                               bounds=bounds, keep_adversarials=keep_adversarials,
-                              on_result=progress if on_attack_result is not None else None)
+                              on_result=progress if on_attack_result is not None else None,
+                              strategy=strategy)
     result = partial(results, grid, sanity_checks)
     for name, cert in {**given, **d.certified}.items():
         result.certificates[name] = cert_lib.compare(

@@ -76,11 +76,21 @@ def _norms(delta):
             for p in (1, 2, np.inf)}
 
 
-def _run_one(attack, model, x, y, targeted, bounds):
-    """One batch: returns `(x_adv, min_norm or None)` as NumPy arrays."""
+def _attack_batch(attack, model, x, y, targeted):
+    """The attack's call on one batch (graph-compatible): `x_adv` or `(x_adv, min_norm)`."""
+    if not isinstance(attack, MinimizationAttack):
+        return tf.convert_to_tensor(attack(model, x, y, targeted=targeted), tf.float32)
+    # One minimization gives both the smallest perturbation and the result
+    # under the budget (as MinimizationAttack.__call__ would return it).
+    res = attack.minimize(model, x, y, targeted=targeted)
+    return res.x_adv, res.norm
+
+
+def _finish_batch(attack, x, out, bounds):
+    """Host side of one batch: `(x_adv, min_norm or None)` as NumPy arrays, inside threat ∩ box."""
     x = tf.convert_to_tensor(x)
     if not isinstance(attack, MinimizationAttack):
-        x_adv = tf.convert_to_tensor(attack(model, x, y, targeted=targeted), tf.float32)
+        x_adv = tf.convert_to_tensor(out[0] if isinstance(out, tuple) else out, tf.float32)
         if not isinstance(attack, Attack):
             # A foreign attack: the engine itself keeps x_adv inside threat ∩ box.
             threat = getattr(attack, "threat", None)
@@ -88,17 +98,38 @@ def _run_one(attack, model, x, y, targeted, bounds):
                 x_adv = x + threat.project_with_box(x, x_adv - x, bounds)
             x_adv = tf.clip_by_value(x_adv, *bounds)
         return np.asarray(x_adv), None
-    # One minimization gives both the smallest perturbation and the result
-    # under the budget (as MinimizationAttack.__call__ would return it).
-    res = attack.minimize(model, x, y, targeted=targeted)
-    x_adv = res.x_adv
+    x_adv, norm = (tf.convert_to_tensor(t) for t in out)
     threat = attack.threat
     if threat is not None:
         within = labels.inside(np.asarray(threat.norm(x_adv - x)), float(threat.eps))
         x_adv = tf.where(within.reshape((-1,) + (1,) * (x.shape.rank - 1)), x_adv, x)
         lo, hi = attack.bounds
         x_adv = tf.clip_by_value(x + threat.project_with_box(x, x_adv - x, attack.bounds), lo, hi)
-    return np.asarray(x_adv), np.asarray(res.norm)
+    return np.asarray(x_adv), np.asarray(norm)
+
+
+def _run_one(attack, model, x, y, targeted, bounds):
+    """One batch: returns `(x_adv, min_norm or None)` as NumPy arrays."""
+    x = tf.convert_to_tensor(x)
+    return _finish_batch(attack, x, _attack_batch(attack, model, x, y, targeted), bounds)
+
+
+def _attack_outputs(attack, model, batches, targeted, bounds, strategy):
+    """Yields `(x_adv, min_norm)` per batch; batch i draws from random stream i (see `tfrobust.distribute`)."""
+    from tfrobust import distribute
+
+    streams = distribute.BatchStreams.of([attack])
+    if strategy is None:
+        for i, b in enumerate(batches):
+            streams.enter(i)
+            yield _run_one(attack, model, tf.constant(b.x_run), tf.constant(b.y_run), targeted, bounds)
+    else:
+        raw = distribute.run_batches(
+            strategy, lambda x, y: _attack_batch(attack, model, x, y, targeted),
+            [(b.x_run, b.y_run) for b in batches], streams=streams)
+        for b, out in zip(batches, raw):
+            yield _finish_batch(attack, b.x_run, out, bounds)
+    streams.finish(len(batches))
 
 
 def _config(attack):
@@ -106,15 +137,21 @@ def _config(attack):
     return get_config() if callable(get_config) else {"name": inputs.class_name(attack)}
 
 
-def run_attack(name, attack, model, batches, *, y, y_target, clean, bounds, keep_adversarials):
-    """Runs one attack over every batch; returns its `AttackResult`."""
+def run_attack(name, attack, model, batches, *, y, y_target, clean, bounds, keep_adversarials,
+               strategy=None):
+    """Runs one attack over every batch; returns its `AttackResult`.
+
+    With a `strategy`, the batches are dealt to its replicas (see
+    `tfrobust.distribute.run_batches`); the per-example results are those
+    of `strategy=None`.
+    """
     caps = inputs.capabilities(attack)
     targeted = y_target is not None
     preds, bad, norms, min_norms, advs = [], [], [], [], []
     start = time.perf_counter()
-    for b in batches:
-        x_adv, min_norm = _run_one(attack, model, tf.constant(b.x_run), tf.constant(b.y_run), targeted,
-                                   bounds)
+    # The outputs first: their generator finishes (positions the streams) before zip stops.
+    for (x_adv, min_norm), b in zip(_attack_outputs(attack, model, batches, targeted, bounds, strategy),
+                                    batches):
         pred, nonfinite = predict(model, x_adv)
         preds.append(pred[:b.n])
         bad.append(nonfinite[:b.n])
@@ -140,7 +177,7 @@ def run_attack(name, attack, model, batches, *, y, y_target, clean, bounds, keep
 
 
 def run_attacks(model, named, batches, *, y, y_target, clean, bounds, keep_adversarials=False,
-                on_result=None):
+                on_result=None, strategy=None):
     """Runs every attack in turn; returns dict name -> `AttackResult`.
 
     Args:
@@ -157,7 +194,7 @@ def run_attacks(model, named, batches, *, y, y_target, clean, bounds, keep_adver
     results = {}
     for name, attack in named.items():
         results[name] = run_attack(name, attack, model, batches, y=y, y_target=y_target, clean=clean,
-                                   bounds=bounds, keep_adversarials=keep_adversarials)
+                                   bounds=bounds, keep_adversarials=keep_adversarials, strategy=strategy)
         if on_result is not None:
             on_result(results[name])
     return results
