@@ -21,6 +21,7 @@ from tfrobust.attacks.deepfool import DeepFool
 from tfrobust.attacks.ead import EAD
 from tfrobust.attacks.fab import FAB
 from tfrobust.attacks.fab import FABT
+from tfrobust.attacks.latent import LatentAttack
 from tfrobust.attacks.nattack import NAttack
 from tfrobust.attacks.optimizers import Momentum
 from tfrobust.attacks.optimizers import OptimStep
@@ -34,6 +35,8 @@ from tfrobust.attacks.pgd import PGD
 from tfrobust.attacks.restarts import Restarts
 from tfrobust.attacks.spsa import SPSA
 from tfrobust.attacks.square import Square
+from tfrobust.attacks.substitute import SubstituteAttack
+from tfrobust.attacks.substitute import SubstituteReport
 from tfrobust.attacks.transfer import TransferAttack
 from tfrobust.attacks.transfer import transfer_report
 
@@ -43,5 +46,5 @@ __all__ = [
     "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DeepFool",
     "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",
     "Restarts", "SPSA", "TransferAttack", "transfer_report",
-    "OverpoweredAttack", "OverpoweredResult",
+    "OverpoweredAttack", "OverpoweredResult", "LatentAttack", "SubstituteAttack", "SubstituteReport",
 ]

@@ -1,0 +1,267 @@
+"""Evaluation of the Robust Manifold Defense on MNIST (`apps/eval_manifold_defense.py`).
+
+Parts (each writes its own folder under `out_dir`; `summary.json` collects them):
+
+- `static`: the plain classifier and invert-and-classify (INC) on
+  `n_static` test images, clean and under FGSM (L∞ 0.3), PGD (L∞ 0.3, L2 2),
+  C&W L2 (budget 2) crafted on the classifier (for INC: the same examples,
+  then projected, the paper's grey-box setting) and the substitute
+  black-box attack (Papernot et al.; FGSM L∞ 0.3 on a substitute trained on
+  the attacked model's labels), worst case per threat
+  (`tfrobust.evaluation.evaluate`, reports JSON/MD/PNG).
+- `adaptive`: INC on the first `n_adaptive` images under every static
+  attack plus BPDA+EoT PGD through the projection (L∞ 0.3, L2 2) and the
+  DefenseGAN-style latent attack (L2 4, the break's in-bounds radius), worst
+  case per threat over all of them. The attacks differentiate a cheaper
+  copy of the defense (`attack_inc_steps`, `attack_inc_restarts`); every
+  adversarial point is judged by the full defense.
+- `overpowered`: the overpowered attack's success rate (pairs within L2
+  `op_eps` classified differently) on each classifier given (plain, PGD,
+  PGD+OP), and the non-overpowered variant from projections of real images.
+- `robust`: robust accuracy of the adversarially trained classifiers under
+  L2 PGD (eps 1.5 and 2.5, 100 steps, random start: `eval_network.py
+  --eps 2.5 --num-steps 100 --random-step`).
+- `figure`: originals, their projections, attacked images (BPDA+EoT PGD
+  L2) and their projections, as `projections.png`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+PARTS = ("static", "adaptive", "overpowered", "robust", "figure")
+
+
+@dataclasses.dataclass
+class ManifoldEvalConfig:
+    classifier: str = "runs/clf_plain/model.keras"
+    generator: str = "runs/vae/generator.keras"
+    robust_models: tuple = ()            # "name=path" of adversarially trained classifiers
+    data_dir: str = None
+    out_dir: str = "runs/manifold_eval"
+    parts: tuple = PARTS
+    n_static: int = 500
+    n_adaptive: int = 50
+    inc_steps: int = 1000                # the original MNIST INC: 1000 momentum steps, lr 100, one start
+    inc_restarts: int = 1
+    inc_learning_rate: float = 100.0
+    attack_inc_steps: int = 200
+    attack_inc_restarts: int = 1
+    eot: int = 4
+    pgd_steps: int = 40
+    bpda_steps: int = 40
+    cw_steps: int = 200
+    cw_search: int = 5
+    latent_copies: int = 100
+    latent_noise: int = 100
+    latent_steps: int = 10000
+    substitute_seed: int = 150
+    substitute_rounds: int = 6
+    substitute_epochs: int = 10
+    op_pairs: int = 200
+    op_steps: int = 500
+    op_eps: float = 1.5
+    robust_eps: tuple = (1.5, 2.5)
+    robust_steps: int = 100
+    batch_size: int = 100
+    seed: int = 0
+
+
+def _named_models(specs):
+    out = {}
+    for spec in specs:
+        name, sep, path = str(spec).partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"Expected `robust_models` entries 'name=path'. Received: {spec!r}")
+        out[name] = path
+    return out
+
+
+def _substitute(x_seed, config, oracle=None):
+    from tfrobust import attacks
+    from tfrobust.models import manifold
+
+    # Papernot et al.'s MNIST substitute is a small CNN; the DefenseGAN-break
+    # classifier is one, and differs from the attacked architecture.
+    return attacks.SubstituteAttack(attacks.FGSM(0.3), manifold.defensegan_mnist_classifier(), x_seed,
+                                    rounds=config.substitute_rounds, epochs=config.substitute_epochs,
+                                    oracle=oracle, seed=config.seed)
+
+
+class _OnView:
+    """Builds an attack crafted on a differentiable view of the defense (BPDA/EoT)."""
+
+    @staticmethod
+    def make(view, attack):
+        from tfrobust.attacks.transfer import TransferAttack
+
+        class CraftedOnView(TransferAttack):
+            # White-box on the defense (through its declared view), not a transfer.
+            black_box = False
+            uses_eot = property(lambda self: bool(getattr(view, "uses_eot", False)))
+
+        return CraftedOnView(view, attack)
+
+
+def _static_attacks(classifier, config, substitute):
+    from tfrobust import attacks, threats
+
+    inf, l2 = threats.LpBall(np.inf, 0.3), threats.LpBall(2, 2.0)
+    crafted = {
+        "FGSM": attacks.FGSM(0.3, validate="cheap"),
+        "PGD": attacks.PGD(inf, steps=config.pgd_steps, seed=config.seed, validate="cheap"),
+        "PGD-L2": attacks.PGD(l2, steps=config.pgd_steps, seed=config.seed, validate="cheap"),
+        "CW-L2": attacks.CarliniWagnerL2(l2, binary_search_steps=config.cw_search, steps=config.cw_steps,
+                                         validate="cheap"),
+    }
+    return crafted, {**{k: attacks.TransferAttack(classifier, a) for k, a in crafted.items()},
+                     "substitute-FGSM": substitute}
+
+
+def _save(result, out_dir, name):
+    path = os.path.join(out_dir, name)
+    result.save(path)
+    return {"clean_accuracy": result.clean_accuracy, "per_attack": dict(result.attack_accuracy),
+            "worst_case_per_threat": dict(result.robust_accuracy), "n": int(result.n_examples),
+            "sanity_flags": [str(f) for f in result.sanity_flags]}
+
+
+def _figure(x, x_hat, x_adv, x_adv_hat, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [("original", x), ("projection", x_hat), ("attacked", x_adv), ("its projection", x_adv_hat)]
+    n = len(x)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(images[c])[..., 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(config):
+    """Runs the requested parts; returns the summary dict (also `summary.json`)."""
+    import tfrobust
+    from tfrobust import attacks, data, threats
+    from tfrobust.attacks.latent import LatentAttack
+    from tfrobust.defenses import InvertAndClassify
+    from tfrobust.evaluation import evaluate
+    from tfrobust.experiments.classifier import load_generator
+
+    config = dataclasses.replace(config)
+    unknown = set(config.parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"Expected `parts` among {list(PARTS)}. Received: parts={sorted(unknown)}")
+    robust_models = _named_models(config.robust_models)
+    os.makedirs(config.out_dir, exist_ok=True)
+    summary_path = os.path.join(config.out_dir, "summary.json")
+    summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
+    summary["config"] = dataclasses.asdict(config)
+
+    def write():
+        with open(summary_path, "w") as f:
+            json.dump(summary, f, indent=1, default=str)
+
+    x_all, y_all = data.load("mnist", "test", data_dir=config.data_dir)
+    n = max(config.n_static, config.n_adaptive)
+    x, y = x_all[:n], y_all[:n].astype(np.int64)
+    # The attacker's substitute seed images are disjoint from the evaluated ones.
+    x_seed = x_all[n:n + config.substitute_seed]
+    classifier = tfrobust.load_model(config.classifier)
+    generator = load_generator(config.generator)
+    defense = InvertAndClassify(generator, classifier, steps=config.inc_steps, restarts=config.inc_restarts,
+                                learning_rate=config.inc_learning_rate, seed=config.seed)
+    cheap = InvertAndClassify(generator, classifier, steps=config.attack_inc_steps,
+                              restarts=config.attack_inc_restarts, learning_rate=config.inc_learning_rate,
+                              seed=config.seed + 1)
+    # The substitute of INC learns the labels of the cheaper copy (queries are
+    # projections); its adversarial examples are judged by the full defense.
+    substitute_inc = _substitute(x_seed, config, oracle=cheap)
+    bs = config.batch_size
+
+    if "static" in config.parts:
+        t = time.time()
+        crafted, on_inc = _static_attacks(classifier, config, substitute_inc)
+        xs, ys = x[:config.n_static], y[:config.n_static]
+        plain = {**crafted, "substitute-FGSM": _substitute(x_seed, config)}
+        summary["static_plain"] = _save(evaluate(classifier, (xs, ys), plain, batch_size=bs, seed=config.seed),
+                                        config.out_dir, "static_plain")
+        summary["static_plain"]["substitute"] = plain["substitute-FGSM"].report._asdict()
+        # The defense's inner optimisation makes the engine's sanity checks
+        # (which attack the model again) too costly here; its flags are declared.
+        summary["static_inc"] = _save(evaluate(defense, (xs, ys), on_inc, batch_size=bs, seed=config.seed,
+                                               sanity_checks=False), config.out_dir, "static_inc")
+        summary["static_inc"]["substitute"] = substitute_inc.report._asdict()
+        summary["static_seconds"] = round(time.time() - t, 1)
+        write()
+
+    if "adaptive" in config.parts or "figure" in config.parts:
+        t = time.time()
+        xa, ya = x[:config.n_adaptive], y[:config.n_adaptive]
+        view = cheap.eot(config.eot, bpda=True)
+        inf, l2 = threats.LpBall(np.inf, 0.3), threats.LpBall(2, 2.0)
+        adaptive = {
+            "BPDA+EoT-PGD": _OnView.make(view, attacks.PGD(inf, steps=config.bpda_steps, seed=config.seed,
+                                                           validate="cheap")),
+            "BPDA+EoT-PGD-L2": _OnView.make(view, attacks.PGD(l2, steps=config.bpda_steps, seed=config.seed,
+                                                              validate="cheap")),
+        }
+        if "adaptive" in config.parts:
+            _, on_inc = _static_attacks(classifier, config, substitute_inc)
+            adaptive["latent-L2-4"] = LatentAttack(
+                generator, classifier, threats.LpBall(2, 4.0), projector=cheap, copies=config.latent_copies,
+                noise_samples=config.latent_noise, steps=config.latent_steps, seed=config.seed)
+            adaptive = {**on_inc, **adaptive}
+        result = evaluate(defense, (xa, ya), adaptive, batch_size=bs, seed=config.seed, sanity_checks=False,
+                          keep_adversarials=True)
+        if "adaptive" in config.parts:
+            summary["adaptive_inc"] = _save(result, config.out_dir, "adaptive_inc")
+            summary["adaptive_seconds"] = round(time.time() - t, 1)
+            write()
+        k = min(8, len(xa))
+        x_adv = result.attacks["BPDA+EoT-PGD-L2"].x_adv[:k]
+        _, x_hat = defense.project(xa[:k])
+        _, x_adv_hat = defense.project(x_adv)
+        _figure(xa[:k], x_hat, x_adv, x_adv_hat, os.path.join(config.out_dir, "projections.png"))
+
+    if "overpowered" in config.parts:
+        t = time.time()
+        ops = {}
+        models = {"plain": classifier, **{k: tfrobust.load_model(v) for k, v in robust_models.items()}}
+        for name, model in models.items():
+            op = attacks.OverpoweredAttack(generator, eps=config.op_eps, steps=config.op_steps, seed=config.seed)
+            res = op(model, config.op_pairs)
+            normal = op.from_images(model, x[:config.op_pairs], defense)
+            ops[name] = {"overpowered_success_rate": res.success_rate,
+                         "overpowered_median_distance": float(np.median(np.asarray(res.distance))),
+                         "non_overpowered_success_rate": normal.success_rate,
+                         "pairs": config.op_pairs, "eps": config.op_eps, "steps": config.op_steps}
+        summary["overpowered"] = ops
+        summary["overpowered_seconds"] = round(time.time() - t, 1)
+        write()
+
+    if "robust" in config.parts:
+        rob = {}
+        xs, ys = x[:config.n_static], y[:config.n_static]
+        for name, path in {"plain": config.classifier, **robust_models}.items():
+            model = tfrobust.load_model(path)
+            pgds = {f"PGD-L2-{e}": attacks.PGD(threats.LpBall(2, e), steps=config.robust_steps,
+                                                step_size=2.0 * e / config.robust_steps, seed=config.seed)
+                    for e in config.robust_eps}
+            rob[name] = _save(evaluate(model, (xs, ys), pgds, batch_size=bs, seed=config.seed),
+                              config.out_dir, f"robust_{name}")
+        summary["robust"] = rob
+        write()
+    write()
+    return summary
