@@ -41,3 +41,6 @@ __all__ = ["Attackable", "Defense", "RBFCNN", "minimize"]
 from tfrobust.defenses.manifold import InvertAndClassify  # noqa: E402
 
 __all__ += ["InvertAndClassify"]
+from tfrobust.defenses.dip import DeepImagePrior  # noqa: E402
+
+__all__ += ["DeepImagePrior"]

@@ -37,7 +37,7 @@ from tfrobust import optim
 __all__ = ["minimize"]
 
 
-def minimize(loss_fn, params, *, optimizer, steps):
+def minimize(loss_fn, params, *, optimizer, steps, initial_state=None, return_state=False):
     """Minimises `loss_fn(params)` over `params` by `steps` optimiser steps.
 
     Args:
@@ -49,9 +49,15 @@ def minimize(loss_fn, params, *, optimizer, steps):
         optimizer: a `tfrobust.optim` optimiser or its name.
         steps: number of steps, a Python int >= 0 or an integer scalar
             tensor.
+        initial_state: optional optimiser state to continue from (as
+            returned with `return_state=True`), so that a run split into
+            segments equals one run (e.g. to read the iterate at several
+            step counts).
+        return_state: also return the optimiser state.
 
     Returns:
-        The parameters after `steps` steps, with the structure of `params`.
+        The parameters after `steps` steps, with the structure of `params`
+        (and the optimiser state, with `return_state=True`).
 
     Raises:
         ValueError: for a negative Python `steps` or an unknown optimiser.
@@ -70,6 +76,7 @@ def minimize(loss_fn, params, *, optimizer, steps):
         p, state = optimizer.step(p, grads, state)
         return i + 1, p, state
 
-    _, params, _ = tf.while_loop(
-        lambda i, p, state: i < steps, body, (tf.constant(0), params, optimizer.init(params)))
-    return params
+    state = optimizer.init(params) if initial_state is None else initial_state
+    _, params, state = tf.while_loop(
+        lambda i, p, state: i < steps, body, (tf.constant(0), params, state))
+    return (params, state) if return_state else params
