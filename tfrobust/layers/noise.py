@@ -181,18 +181,38 @@ class _NoiseInjection:
         shape = tuple(int(d) for d in shape)
         if self._kind == "pni":
             return (self.add_weight(shape=shape, initializer=keras.initializers.Constant(self.alpha_init),
-                                    trainable=True, name=f"{name}_alpha"),)
+                                    trainable=True, name=f"{name}_noise_alpha"),)
         size = math.prod(shape)
         a_d = self.add_weight(shape=shape, initializer=keras.initializers.Constant(self.a_init),
-                              trainable=True, name=f"{name}_a_d")
+                              trainable=True, name=f"{name}_noise_a_d")
         factor = self.add_weight(shape=(size, self.noise_rank), initializer=keras.initializers.Constant(self.f_init),
-                                 trainable=True, name=f"{name}_f")
+                                 trainable=True, name=f"{name}_noise_f")
         return (a_d, factor)
 
     def _build_noise(self, input_shape, kernel_shape, output_shape):
-        self._w_scale = self._add_scale(kernel_shape, "kernel") if self.weight_noise else None
-        self._a_scale = self._add_scale(input_shape[1:], "input") if self.act_noise_a else None
-        self._b_scale = self._add_scale(output_shape[1:], "output") if self.act_noise_b else None
+        # Only the variables' names are kept: a tuple of variables on an
+        # attribute would be saved as a nested container by `.keras` saving.
+        def names(flag, shape, kind):
+            return tuple(v.path for v in self._add_scale(shape, kind)) if flag else None
+
+        self._scale_paths = {"w": names(self.weight_noise, kernel_shape, "weight"),
+                             "a": names(self.act_noise_a, input_shape[1:], "input"),
+                             "b": names(self.act_noise_b, output_shape[1:], "output")}
+
+    def _scale(self, kind):
+        paths = self._scale_paths[kind]
+        if paths is None:
+            return None
+        by_path = {v.path: v for v in self.trainable_weights + self.non_trainable_weights}
+        return tuple(by_path[p] for p in paths)
+
+    # Conv2D and Dense save only their kernel and bias (plus quantization
+    # state); the noise scales are saved with every other variable, in order.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
 
     def _sample(self, tensor, scale, batch_shape):
         """Noise for `tensor` ([*batch_shape, *scale shape]) from its scale."""
@@ -207,10 +227,11 @@ class _NoiseInjection:
         return ops.sqrt(ops.abs(std * a_d)) * eps + low_rank
 
     def _noisy_kernel(self, kernel):
-        if self._w_scale is None:
+        scale = self._scale("w")
+        if scale is None:
             return kernel
         # One weight sample per call, shared by the whole batch (as the original).
-        return kernel + self._sample(kernel, self._w_scale, ())
+        return kernel + self._sample(kernel, scale, ())
 
     def _noisy_activation(self, x, scale):
         if scale is None:
@@ -229,11 +250,11 @@ class _NoiseInjection:
 
 
 def _conv_call(layer, inputs):
-    x = layer._noisy_activation(inputs, layer._a_scale)
+    x = layer._noisy_activation(inputs, layer._scale("a"))
     outputs = layer.convolution_op(x, layer._noisy_kernel(layer.kernel))
     if layer.use_bias:
         outputs = ops.add(outputs, ops.reshape(layer.bias, (1,) * (layer.rank + 1) + (layer.filters,)))
-    outputs = layer._noisy_activation(outputs, layer._b_scale)
+    outputs = layer._noisy_activation(outputs, layer._scale("b"))
     return layer.activation(outputs) if layer.activation is not None else outputs
 
 
@@ -395,11 +416,11 @@ class PNIDense(_NoiseInjection, keras.layers.Dense):
 
     def call(self, inputs, training=None):
         del training
-        x = self._noisy_activation(inputs, self._a_scale)
+        x = self._noisy_activation(inputs, self._scale("a"))
         outputs = ops.matmul(x, self._noisy_kernel(self.kernel))
         if self.bias is not None:
             outputs = ops.add(outputs, self.bias)
-        outputs = self._noisy_activation(outputs, self._b_scale)
+        outputs = self._noisy_activation(outputs, self._scale("b"))
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):
