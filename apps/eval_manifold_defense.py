@@ -28,7 +28,8 @@ flags.DEFINE_integer("n_static", 500, "Test images of the static rows.", lower_b
 flags.DEFINE_integer("n_adaptive", 50, "Test images of the adaptive rows.", lower_bound=1)
 flags.DEFINE_integer("inc_steps", 1000, "Projection steps of the evaluated defense.", lower_bound=1)
 flags.DEFINE_integer("inc_restarts", 1, "Projection restarts of the evaluated defense.", lower_bound=1)
-flags.DEFINE_float("inc_lr", 100.0, "Projection learning rate (momentum 0.9).")
+flags.DEFINE_float("inc_lr", 100.0, "Projection learning rate.")
+flags.DEFINE_string("inc_optimizer", "momentum", "Projection optimiser: momentum (0.9, the original), sgd, adam.")
 flags.DEFINE_integer("attack_inc_steps", 200, "Projection steps of the copy the attacks differentiate.", lower_bound=1)
 flags.DEFINE_integer("attack_inc_restarts", 1, "Restarts of that copy.", lower_bound=1)
 flags.DEFINE_integer("eot", 4, "EoT draws of the BPDA attack.", lower_bound=1)
@@ -66,7 +67,7 @@ def main(argv):
         classifier=FLAGS.classifier, generator=FLAGS.generator, robust_models=tuple(FLAGS.robust_models),
         data_dir=FLAGS.data_dir, out_dir=FLAGS.out_dir, parts=tuple(FLAGS.parts), n_static=FLAGS.n_static,
         n_adaptive=FLAGS.n_adaptive, inc_steps=FLAGS.inc_steps, inc_restarts=FLAGS.inc_restarts,
-        inc_learning_rate=FLAGS.inc_lr, attack_inc_steps=FLAGS.attack_inc_steps,
+        inc_learning_rate=FLAGS.inc_lr, inc_optimizer=FLAGS.inc_optimizer, attack_inc_steps=FLAGS.attack_inc_steps,
         attack_inc_restarts=FLAGS.attack_inc_restarts, eot=FLAGS.eot, pgd_steps=FLAGS.pgd_steps,
         bpda_steps=FLAGS.bpda_steps, cw_steps=FLAGS.cw_steps, cw_search=FLAGS.cw_search,
         latent_copies=FLAGS.latent_copies, latent_noise=FLAGS.latent_noise, latent_steps=FLAGS.latent_steps,

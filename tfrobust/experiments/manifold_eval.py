@@ -48,6 +48,7 @@ class ManifoldEvalConfig:
     inc_steps: int = 1000                # the original MNIST INC: 1000 momentum steps, lr 100, one start
     inc_restarts: int = 1
     inc_learning_rate: float = 100.0
+    inc_optimizer: str = "momentum"
     attack_inc_steps: int = 200
     attack_inc_restarts: int = 1
     eot: int = 4
@@ -181,10 +182,11 @@ def run(config):
     classifier = tfrobust.load_model(config.classifier)
     generator = load_generator(config.generator)
     defense = InvertAndClassify(generator, classifier, steps=config.inc_steps, restarts=config.inc_restarts,
-                                learning_rate=config.inc_learning_rate, seed=config.seed)
+                                learning_rate=config.inc_learning_rate, optimizer=config.inc_optimizer,
+                                seed=config.seed)
     cheap = InvertAndClassify(generator, classifier, steps=config.attack_inc_steps,
                               restarts=config.attack_inc_restarts, learning_rate=config.inc_learning_rate,
-                              seed=config.seed + 1)
+                              optimizer=config.inc_optimizer, seed=config.seed + 1)
     # The substitute of INC learns the labels of the cheaper copy (queries are
     # projections); its adversarial examples are judged by the full defense.
     substitute_inc = _substitute(x_seed, config, oracle=cheap)
