@@ -41,7 +41,8 @@ returns the top class of n samples unless the two-sided binomial test of its
 count against the runner-up's has p-value > alpha (then ABSTAIN); it
 returns a class other than g(x) with probability at most alpha.
 
-**Speed.** Noise is drawn (`tf.random.Generator`) and classes counted
+**Speed.** Noise is drawn (stateless normal draws seeded from a declared
+`tf.random.Generator`) and classes counted
 (one-hot sums) on the device in one compiled `tf.while_loop`: every base
 call sees `batch_size` noisy examples, made of G images (`G = min(M,
 batch_size)`) times `batch_size // G` passes, so many images are certified
@@ -187,19 +188,24 @@ class Smooth:
     def _count(self, x, num, passes):
         """Class counts `[G, K]` (int32) of `num` noisy copies of each of G images."""
         group = tf.shape(x)[0]
-        ones = tf.ones([tf.rank(x) - 1], tf.int32)
+        # One seed per call from the declared generator, chunk i folded in:
+        # the stateless normal kernel is ~10x faster on CPU than the
+        # generator's own (stateful) one, and chunks never share noise.
+        seed = _random.next_seed(self._generator)
 
-        def body(done, counts):
+        def body(i, done, counts):
             d = tf.minimum(passes, num - done)
-            tiled = tf.tile(x, tf.concat([[d], ones], 0))
-            noise = self._generator.normal(tf.shape(tiled), dtype=x.dtype)
+            tiled = tf.tile(x, tf.stack([d] + [1] * (x.shape.rank - 1)))  # static rank: faster
+            noise = tf.random.stateless_normal(tf.shape(tiled), seed=tf.random.experimental.stateless_fold_in(seed, i),
+                                               dtype=x.dtype)
             scores = tf.convert_to_tensor(self.base(tiled + self.sigma * noise))
             pred = tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int32), [d, group])
             hits = tf.one_hot(pred, self.num_classes, dtype=tf.int32)
-            return done + d, tf.ensure_shape(counts + tf.reduce_sum(hits, axis=0), counts.shape)
+            return i + 1, done + d, tf.ensure_shape(counts + tf.reduce_sum(hits, axis=0), counts.shape)
 
         counts = tf.zeros([group, self.num_classes], tf.int32)
-        _, counts = tf.while_loop(lambda done, counts: done < num, body, (tf.constant(0), counts))
+        _, _, counts = tf.while_loop(lambda i, done, counts: done < num, body,
+                                     (tf.constant(0), tf.constant(0), counts))
         return counts
 
     def sample_counts(self, x, num, batch_size):
