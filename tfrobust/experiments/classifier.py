@@ -97,6 +97,12 @@ def _resolved(config):
     if config.mode == "pgd_op" and not config.generator:
         raise ValueError("Expected `generator` (a saved generator or a registry name) with mode='pgd_op'. "
                          "Received: generator=None")
+    if config.mode == "pgd_op":
+        from tfrobust.models import registry
+
+        if config.generator not in registry.GENERATORS and not os.path.exists(config.generator):
+            raise ValueError("Expected `generator` to be a saved generator (.keras or SavedModel) or one of "
+                             f"{list(registry.GENERATORS)}. Received: generator={config.generator!r}")
     if config.mode == "pgd_op" and config.norm != "2":
         raise ValueError("Expected norm='2' with mode='pgd_op' (the overpowered attack's budget is an L2 "
                          f"distance). Received: norm={config.norm!r}")
