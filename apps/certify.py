@@ -25,6 +25,8 @@ flags.DEFINE_integer("batch_size", 1000, "Noisy examples per forward pass.")
 flags.DEFINE_integer("n_examples", None, "Certify at most this many images (after --skip).")
 flags.DEFINE_integer("skip", 1, "Certify every skip-th image.")
 flags.DEFINE_list("radii", ["0.25", "0.5", "0.75", "1.0"], "Radii of the summary's certified accuracy.")
+flags.DEFINE_list("knobs", [], "Run-time knobs of the model, name=value (e.g. samples=1,beta2=1.75 "
+                  "for an RBF-CNN), passed to its set_knobs.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_string("out_dir", "certify", "Output folder.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar and summary; 0: silent.")
@@ -40,10 +42,20 @@ def main(argv):
         radii = [float(r) for r in FLAGS.radii]
     except ValueError:
         raise ValueError(f"Expected `--radii` to be numbers. Received: --radii={','.join(FLAGS.radii)}") from None
+    knobs = {}
+    for item in FLAGS.knobs:
+        key, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(f"Expected `--knobs` as name=number pairs. Received: --knobs={','.join(FLAGS.knobs)}")
+        knobs[key.strip()] = int(number) if number.is_integer() and "." not in value else number
     certify_dataset(model=FLAGS.model, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
                     sigma=FLAGS.sigma, n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
                     n_examples=FLAGS.n_examples, skip=FLAGS.skip, out_dir=FLAGS.out_dir, radii=radii,
-                    seed=FLAGS.seed, verbose=FLAGS.verbose)
+                    knobs=knobs, seed=FLAGS.seed, verbose=FLAGS.verbose)
 
 
 if __name__ == "__main__":

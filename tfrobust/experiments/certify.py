@@ -57,7 +57,7 @@ def _indices(total, skip, n_examples):
 
 def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigma=0.25, n0=100,
                     n=100_000, alpha=0.001, batch_size=1000, n_examples=None, skip=1, out_dir="certify",
-                    radii=(0.25, 0.5, 0.75, 1.0), seed=0, verbose=1):
+                    radii=(0.25, 0.5, 0.75, 1.0), knobs=None, seed=0, verbose=1):
     """Certifies every `skip`-th image of a dataset split with `Smooth.certify_batch`.
 
     Args:
@@ -72,6 +72,9 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
         skip: certify images 0, skip, 2 skip, ... (Cohen et al.'s `--skip`).
         out_dir: output folder (created).
         radii: radii of the summary's certified accuracy.
+        knobs: optional dict passed to the loaded model's `set_knobs` (e.g.
+            `{"samples": 1}` for an RBF-CNN: one stochastic reconstruction
+            per noisy sample; the base classifier may itself be random).
         seed: noise seed.
         verbose: 1 shows a progress bar, 0 is silent.
 
@@ -94,9 +97,16 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
     n_examples = _validate.check_int(n_examples, name="n_examples", minimum=1, allow_none=True)
     verbose = _validate.check_int(verbose, name="verbose", minimum=0)
     radii = [_validate.check_float(r, name="radii", minimum=0.0) for r in radii]
+    from tfrobust.evaluation.report import ensure_out_dir
+
+    ensure_out_dir(out_dir)  # a bad folder fails before the work, not after
     name = model if isinstance(model, str) else getattr(model, "name", repr(model))
     if isinstance(model, (str, os.PathLike)):
-        model = tfrobust.load_model(os.fspath(model), compile=False)
+        model = tfrobust.load_model(os.fspath(model), argument="model", compile=False)
+    if knobs:
+        if not callable(getattr(model, "set_knobs", None)):
+            raise _validate.error("knobs", "knobs only for a model with set_knobs (e.g. an RBF-CNN)", knobs)
+        model.set_knobs(**knobs)
     num_classes = data.num_classes(dataset)
     smooth = Smooth(model, num_classes, sigma, seed=seed)
     # Validates n0, n, alpha, batch_size before any data is read or work done.
@@ -111,7 +121,6 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
     if k != num_classes:
         raise ValueError(f"Expected the model to return {num_classes} scores for {dataset!r}. "
                          f"Received: {k} from {name!r}")
-    os.makedirs(out_dir, exist_ok=True)
     tsv_path = os.path.join(out_dir, "certify.tsv")
     # Blocks of images certified together: enough images that even the n0
     # selection samples fill a base call of batch_size, few enough that the
@@ -141,7 +150,7 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
                              title=f"{dataset}: randomized smoothing, {len(idx)} images")
     summary = {
         "model": str(name), "dataset": dataset, "split": split, "sigma": sigma, "n0": n0, "n": n,
-        "alpha": alpha, "batch_size": batch_size, "skip": skip, "n_examples": int(len(idx)), "seed": seed,
+        "alpha": alpha, "batch_size": batch_size, "skip": skip, "knobs": dict(knobs or {}), "n_examples": int(len(idx)), "seed": seed,
         "certified_accuracy": {f"{r:g}": float(a) for r, a in zip(grid, comparison.certified_accuracy)},
         "smoothed_accuracy": float(np.mean(pred == labels)),
         "abstained": int(np.sum(pred == -1)),
