@@ -10,6 +10,7 @@ worst case over attacks:
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("model", "runs/rcnn/model.keras", "Trained RBF-CNN (.keras).")
 flags.DEFINE_string("dataset", "mnist", "Dataset name.")
@@ -30,6 +31,7 @@ flags.DEFINE_integer("adaptive_steps", 20, "PGD steps of the adaptive attack.", 
 flags.DEFINE_list("beta2_sweep", ["0", "1", "1.75"], "beta2 values of the clean-accuracy sweep.")
 flags.DEFINE_integer("batch_size", 250, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+define_strategy_flag()  # the static attacks; the randomized BPDA+EoT view runs on one device
 FLAGS = flags.FLAGS
 
 
@@ -48,7 +50,8 @@ def main(argv):
         n_eval=FLAGS.n_eval, n_adaptive=FLAGS.n_adaptive, threats=tuple(FLAGS.threats), beta1=FLAGS.beta1,
         beta2=FLAGS.beta2, samples=FLAGS.samples, steps=FLAGS.steps, auto_steps=FLAGS.auto_steps,
         square_queries=FLAGS.square_queries, cw_steps=FLAGS.cw_steps, eot_samples=FLAGS.eot_samples,
-        adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, batch_size=FLAGS.batch_size, seed=FLAGS.seed))
+        adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+        strategy=FLAGS.strategy))
 
 
 if __name__ == "__main__":

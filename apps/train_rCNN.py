@@ -12,6 +12,7 @@ Writes checkpoints (a killed run resumes), TensorBoard logs, `model.keras`
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("dataset", "mnist", "Dataset name.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
@@ -33,7 +34,7 @@ flags.DEFINE_integer("adv_noise_epoch", 25, "rCNN+: epoch after which the BIM no
 flags.DEFINE_float("adv_noise_eps", 0.3, "rCNN+: L-inf radius of the BIM copy.")
 flags.DEFINE_integer("adv_noise_steps", 10, "rCNN+: BIM steps of the copy.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
+define_strategy_flag()
 FLAGS = flags.FLAGS
 
 

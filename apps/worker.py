@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from tfrobust import training
 from tfrobust.experiments import cross_lipschitz as cl
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 _D = cl.WorkerConfig()
 flags.DEFINE_string("gpu_number", "3", "GPU to use (sets CUDA_VISIBLE_DEVICES).")
@@ -34,7 +35,7 @@ flags.DEFINE_bool("continue_train", _D.continue_train, "Resume from the last che
 flags.DEFINE_bool("eval_robustness", _D.eval_robustness, "Compute per-example bounds of a trained run.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
 flags.DEFINE_string("exp_dir", _D.exp_dir, "Root folder of experiments.")
-flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
+define_strategy_flag(_D.strategy)
 flags.DEFINE_integer("seed", _D.seed, "Random seed (the original's r_seed=5).")
 flags.DEFINE_integer("n_train", None, "Train on the first n training images (default: all).")
 flags.DEFINE_integer("n_eval", None, "Test points for --eval_robustness (default: all).")

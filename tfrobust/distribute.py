@@ -42,6 +42,7 @@ batch N, so the next run draws new numbers, whichever path ran.
 removed on exit (TensorFlow's documented pattern for multi-worker saving).
 """
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -50,7 +51,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["BatchStreams", "is_chief", "output_dir", "run_batches"]
+__all__ = ["BatchStreams", "is_chief", "output_dir", "run_batches", "write_dir"]
 
 # Samples skipped between the streams of consecutive batches (2**40 samples
 # is far more than any attack draws on one batch; 2**23 batches fit in int64).
@@ -225,3 +226,17 @@ def output_dir(strategy, path):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_dir(strategy, path):
+    """`path` on the chief; elsewhere a private temporary folder, removed when the process exits.
+
+    The function form of `output_dir`, for code that writes in several
+    places after training (a model file, its SavedModel, metrics).
+    """
+    if is_chief(strategy):
+        os.makedirs(path, exist_ok=True)
+        return os.fspath(path)
+    tmp = tempfile.mkdtemp(prefix="tfrobust_worker_")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp

@@ -298,8 +298,13 @@ def train(config):
     monitor_log = bookkeeping.monitor_log()
     test_acc = training.evaluate_accuracy(model, (x_test_in, y_test))
     model_path = os.path.join(run_dir, "model.keras")
-    model.save(model_path)
-    model.export(os.path.join(run_dir, "saved_model"), verbose=False)
+    # Only the chief writes into run_dir (multi-worker: the others write to
+    # a temporary folder, TensorFlow's pattern).
+    from tfrobust import distribute
+
+    out_dir = distribute.write_dir(strategy, run_dir)
+    model.save(os.path.join(out_dir, "model.keras"))
+    model.export(os.path.join(out_dir, "saved_model"), verbose=False)
 
     b = robustness_bounds(model, x_mon, config.dataset)
     metrics = {
@@ -312,9 +317,9 @@ def train(config):
         "robustness_final": summarize_bounds(b, y_mon),
         "model_path": model_path,
     }
-    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    with open(os.path.join(run_dir, "history.json"), "w") as f:
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
         json.dump(_jsonable(history), f, indent=2)
     if config.verbose:
         _print_summary(metrics)

@@ -109,10 +109,15 @@ def train_rcnn(config):
         checkpoint_dir=os.path.join(config.out_dir, "checkpoints"), log_dir=os.path.join(config.out_dir, "logs"),
         strategy=strategy, seed=config.seed, verbose=config.verbose, callbacks=callbacks, **kwargs)
     model.set_knobs(beta1=config.beta1_test)
-    model.save(os.path.join(config.out_dir, "model.keras"))
+    # Only the chief writes into out_dir (multi-worker: the others write to
+    # a temporary folder, TensorFlow's pattern).
+    from tfrobust import distribute
+
+    out_dir = distribute.write_dir(strategy, config.out_dir)
+    model.save(os.path.join(out_dir, "model.keras"))
     metrics = {"config": dataclasses.asdict(config), "n_train": int(len(x)),
                "train_seconds_this_process": round(time.time() - start, 1),
                "history": {k: list(v) for k, v in history.items()}}
-    with open(os.path.join(config.out_dir, "metrics.json"), "w") as f:
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1, default=str)
     return metrics

@@ -47,6 +47,10 @@ class EvalConfig:
     beta2_sweep: tuple = (0.0, 1.0, 1.75)
     batch_size: int = 250
     seed: int = 0
+    # tf.distribute strategy name of the static attacks (the randomized
+    # BPDA+EoT view stays on one device: the model's own sampling is not
+    # split into per-batch streams); only the chief writes out_dir.
+    strategy: str = "default"
 
 
 class _AttackOn:
@@ -103,6 +107,15 @@ def evaluate_rcnn(config):
     Returns:
         The results dict.
     """
+    from tfrobust import distribute, training
+
+    dist = training.make_strategy(config.strategy)
+    spread = None if config.strategy.strip().lower() == "default" else dist
+    with distribute.output_dir(dist, config.out_dir) as out_dir:
+        return _evaluate_rcnn(dataclasses.replace(config, out_dir=out_dir), dist, spread)
+
+
+def _evaluate_rcnn(config, dist, spread):
     import tfrobust
     from tfrobust import attacks, data, threats
     from tfrobust.evaluation import evaluate
@@ -110,7 +123,8 @@ def evaluate_rcnn(config):
     os.makedirs(config.out_dir, exist_ok=True)
     for name in config.threats:
         _validate.check_choice(name, name="threats", choices=tuple(THREATS))
-    model = tfrobust.load_model(config.model)
+    with dist.scope():
+        model = tfrobust.load_model(config.model)
     x, y = data.load(config.dataset, "test", data_dir=config.data_dir)
     x, y = x[:config.n_eval], y[:config.n_eval].astype(np.int64)
     results = {"model": config.model, "n_eval": int(len(x)), "n_adaptive": int(min(config.n_adaptive, len(x))),
@@ -124,7 +138,8 @@ def evaluate_rcnn(config):
     for name in config.threats:
         p, eps = THREATS[name]
         report = evaluate(model, (x, y), _static_attacks(p, eps, config),
-                          batch_size=config.batch_size, seed=config.seed, sanity_checks=False, verbose=1)
+                          batch_size=config.batch_size, seed=config.seed, sanity_checks=False, verbose=1,
+                          strategy=spread)
         results["static"][name] = _summary(report)
         _write(config.out_dir, results)  # a crash later keeps what is done
     # Randomized view: BPDA + EoT against the m-sample model.

@@ -1,0 +1,212 @@
+"""Tests of tfrobust.distribute: evaluate and fit over replicas and workers give the single-device results.
+
+Each strategy run is its own process (tests/_distribute_script.py): two
+MirroredStrategy objects in one process can clash over collective keys, and
+a multi-worker cluster needs one process per worker. The single-device
+reference runs in the test process. Every child process is bounded by a
+timeout and killed in `finally`.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrobust import distribute
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(TESTS_DIR, "_distribute_script.py")
+sys.path.insert(0, TESTS_DIR)
+import _distribute_script  # noqa: E402
+
+TIMEOUT = 240
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    # One thread per op: the children share two cores (inter-op threads stay,
+    # the two replicas' collectives of one process run concurrently).
+    env["TF_NUM_INTRAOP_THREADS"] = "1"
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The single-device run (strategy=None) of the helper script."""
+    weights, per_example, _ = _distribute_script.run(None)
+    return weights, per_example
+
+
+def _check_same(result_file, reference):
+    weights, per_example = reference
+    got = np.load(result_file)
+    for i, w in enumerate(weights):
+        np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=0, atol=1e-5)
+    for key, value in per_example.items():
+        if key.endswith("pred"):
+            np.testing.assert_array_equal(got[key], value, err_msg=key)  # per example, identical
+        else:
+            np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-5, err_msg=key)
+
+
+def _start(args, log, env):
+    with open(log, "wb") as f:
+        return subprocess.Popen([sys.executable, SCRIPT, *args], env=env, stdout=f,
+                                stderr=subprocess.STDOUT)
+
+
+def _log(path):
+    with open(path, errors="replace") as f:
+        return f.read()[-3000:]
+
+
+def _stop(processes):
+    for p in processes:
+        if p.poll() is None:
+            p.kill()
+    for p in processes:
+        p.wait(timeout=30)
+
+
+def _wait(processes, logs, timeout=TIMEOUT):
+    deadline = time.time() + timeout
+    for p, log in zip(processes, logs):
+        try:
+            p.wait(timeout=max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"timed out:\n{_log(log)}")
+        assert p.returncode == 0, _log(log)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _tf_config(ports, index):
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def test_two_logical_devices_match_one_device(tmp_path, reference):
+    log = tmp_path / "log"
+    p = _start(["--strategy=mirrored2", f"--out_dir={tmp_path}"], log, _env())
+    try:
+        _wait([p], [log])
+    finally:
+        _stop([p])
+    with open(tmp_path / "task.json") as f:
+        assert json.load(f)["replicas"] == 2
+    _check_same(tmp_path / "result.npz", reference)
+
+
+def test_multi_worker_killed_worker_resumes_to_the_single_process_results(tmp_path, reference):
+    """Two workers on 127.0.0.1; worker 1 is killed after the first epoch's
+    checkpoint; both are restarted, resume from it, finish the fit and the
+    evaluation, and agree with the uninterrupted single-process run. Only
+    the chief writes into the shared folders."""
+    ckpt, logs, out = tmp_path / "ckpt", tmp_path / "logs", tmp_path / "out"
+    out.mkdir()
+    common = ["--strategy=multi_worker", f"--out_dir={out}", f"--checkpoint_dir={ckpt}",
+              f"--log_dir={logs}"]
+    marker = tmp_path / "paused"
+    ports = _free_ports(2)
+    first, log_files = [], [tmp_path / f"first{i}.log" for i in range(2)]
+    try:
+        for i in range(2):
+            tmp = tmp_path / f"tmp_first{i}"
+            tmp.mkdir()
+            extra = [f"--pause_marker={marker}"] if i == 1 else []
+            first.append(_start(common + extra, log_files[i],
+                                _env(TF_CONFIG=_tf_config(ports, i), TMPDIR=str(tmp))))
+        deadline = time.time() + TIMEOUT
+        # The marker is written at the start of epoch 2; the chief writes
+        # ckpt-1 at the end of epoch 1 (it may still be writing then).
+        while not (marker.exists() and (ckpt / "history.json").exists()):
+            for p, log in zip(first, log_files):
+                assert p.poll() is None, _log(log)
+            assert time.time() < deadline, "timed out waiting for the first checkpoint"
+            time.sleep(0.2)
+        os.kill(first[1].pid, signal.SIGKILL)
+    finally:
+        _stop(first)
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith("ckpt-1")
+    assert not (out / "result.npz").exists()
+
+    ports = _free_ports(2)
+    second, log_files = [], [tmp_path / f"second{i}.log" for i in range(2)]
+    try:
+        for i in range(2):
+            tmp = tmp_path / f"tmp_second{i}"
+            tmp.mkdir()
+            second.append(_start(common, log_files[i],
+                                 _env(TF_CONFIG=_tf_config(ports, i), TMPDIR=str(tmp))))
+        _wait(second, log_files)
+    finally:
+        _stop(second)
+    with open(out / "task.json") as f:
+        task = json.load(f)
+    # Written by the chief, which resumed after the first epoch.
+    assert task["task"] == {"type": "worker", "index": 0} and task["replicas"] == 2
+    assert task["initial_epoch"] == 1
+    assert sorted(os.listdir(out)) == ["result.npz", "task.json"]
+    assert tf.train.latest_checkpoint(str(ckpt)).endswith("ckpt-2")
+    assert os.listdir(logs)  # the chief's TensorBoard events
+    # The non-chief's private checkpoint and output folders are gone.
+    assert os.listdir(tmp_path / "tmp_second1") == []
+    _check_same(out / "result.npz", reference)
+
+
+def test_batch_streams_do_not_depend_on_the_order_batches_run():
+    gen = tf.random.Generator.from_seed(5)
+    streams = distribute.BatchStreams([gen])
+    draws = {}
+    for b in (2, 0, 1):
+        streams.enter(b)
+        draws[b] = gen.normal([3]).numpy()
+    again = distribute.BatchStreams([tf.random.Generator.from_seed(5)])
+    first = tf.random.Generator.from_seed(5).normal([3]).numpy()
+    np.testing.assert_array_equal(draws[0], first)  # batch 0 starts at the current state
+    assert not np.array_equal(draws[1], draws[0]) and not np.array_equal(draws[2], draws[1])
+    assert [s.tolist() for s in again.states(2)] == [s.tolist() for s in streams.states(2)]
+    streams.finish(3)
+    np.testing.assert_array_equal(gen.state.numpy(), streams.states(3)[0])
+
+
+def test_default_strategy_runs_batches_in_order():
+    batches = [(np.full((n, 2), i, np.float32),) for i, n in enumerate([3, 3, 1])]
+    out = distribute.run_batches(tf.distribute.get_strategy(), lambda x: 2.0 * x, batches)
+    for (got,), (x,) in zip(out, batches):
+        np.testing.assert_array_equal(got, 2 * x)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="strategy"):
+        distribute.run_batches("mirrored", lambda x: x, [(np.zeros((1, 1)),)])
+    with pytest.raises(ValueError, match="at least one batch"):
+        distribute.run_batches(tf.distribute.get_strategy(), lambda x: x, [])
+    with pytest.raises(ValueError, match="outside any strategy.scope"), \
+            tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        distribute.run_batches(tf.distribute.get_strategy(), lambda x: x, [(np.zeros((1, 1)),)])
+    from tfrobust.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="strategy"):
+        evaluate(lambda x: x, (np.zeros((1, 2), np.float32), np.zeros(1, int)), [], strategy="mirrored")
