@@ -189,11 +189,14 @@ def run_batches(strategy, fn, batches, *, streams=None):
         ids = [start + r for r in range(replicas)]
         # Replicas past the last batch repeat it (their outputs are dropped).
         chosen = [batches[min(i, len(batches) - 1)] for i in ids]
+        # Computed here, outside the strategy's scope (they use scratch
+        # generators, which must not become distributed variables).
+        step_states = [streams.states(i) for i in ids]
 
-        def value_fn(ctx, chosen=chosen, ids=ids):
+        def value_fn(ctx, chosen=chosen, step_states=step_states):
             r = ctx.replica_id_in_sync_group
             return (tuple(tf.constant(a) for a in chosen[r]),
-                    [tf.constant(s) for s in streams.states(ids[r])])
+                    [tf.constant(s) for s in step_states[r]])
 
         args, states = strategy.experimental_distribute_values_from_function(value_fn)
         gathered = [np.asarray(t) for t in step(args, states)]

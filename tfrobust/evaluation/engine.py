@@ -213,8 +213,8 @@ def evaluate(model, data, attacks, *, threats=None, targets=None, batch_size=256
             checks run on each process's default device; every worker of
             a multi-worker run returns the full result (let only the
             chief write it: `tfrobust.distribute.output_dir`).
-            Every batch has `batch_size` examples (the last one padded), so
-            use a `batch_size` that fills the replicas: R batches per step.
+            A replica attacks whole batches of `batch_size` (R per step), so
+            with fewer than R batches some replicas idle.
 
     Returns:
         An `EvaluationResult`.
