@@ -51,6 +51,8 @@ from tfrobust import data, models, training  # noqa: E402
 from tfrobust import attacks as tfr  # noqa: E402
 from tfrobust.threats import LpBall  # noqa: E402
 
+import _autoattack_rows  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 flags.DEFINE_string("data_dir", None, "Folder with mnist/ (default: $TFROBUST_DATA_DIR).")
 flags.DEFINE_string("cache_dir", None, "Where the trained weights are cached (none: always train).")
 flags.DEFINE_integer("n", 500, "Test images attacked by the fixed-budget attacks and DeepFool.")
@@ -70,6 +72,9 @@ flags.DEFINE_boolean("cw_abort_early", True, "C&W early abort (tfrobust and Fool
 flags.DEFINE_list("peers", ["art", "foolbox"], "Peers to compare with.")
 flags.DEFINE_integer("seed", 0, "Seed of training and of the random starts.")
 flags.DEFINE_list("only", [], "Run only the attacks whose name contains one of these (case-insensitive).")
+flags.DEFINE_integer("square_queries", 5000, "Square's query budget (alone and in the AutoAttack rows).")
+flags.DEFINE_integer("adv_epochs", 3, "Epochs of PGD adversarial training of the second model (0: no second model).")
+flags.DEFINE_integer("adv_steps", 10, "PGD steps (Linf 0.3, step 2.5 * 0.3 / steps, random start) of that training.")
 FLAGS = flags.FLAGS
 
 NUM_CLASSES = 10
@@ -79,14 +84,19 @@ NUM_CLASSES = 10
 # Model, data, machine.
 
 
-def train_or_load(x_train, y_train):
+def train_or_load(x_train, y_train, adversarial=False):
     """The CW MNIST CNN, trained for `--epochs` or read from the cache.
 
+    With `adversarial`, Madry et al.'s PGD training (Linf 0.3, `--adv_steps`
+    steps of 2.5 * eps / steps, random start) for `--adv_epochs` epochs: the
+    model on which the strength of APGD, FAB and Square differs from PGD's.
     A freshly trained model is saved and read back into a new model, and the
     training objects are collected, so that no left-over training state
     (pipelines, optimizer) runs or holds memory during the timings.
     """
-    name = f"cw_mnist_cnn_n{len(x_train)}_e{FLAGS.epochs}_s{FLAGS.seed}.weights.h5"
+    epochs = FLAGS.adv_epochs if adversarial else FLAGS.epochs
+    tag = f"_pgd{FLAGS.adv_steps}" if adversarial else ""
+    name = f"cw_mnist_cnn_n{len(x_train)}_e{epochs}{tag}_s{FLAGS.seed}.weights.h5"
     folder = FLAGS.cache_dir or tempfile.mkdtemp(prefix="tfrobust-bench-")
     path = os.path.join(folder, name)
     seconds = 0.0
@@ -95,7 +105,14 @@ def train_or_load(x_train, y_train):
     else:
         model = models.cw_mnist_cnn((28, 28, 1), NUM_CLASSES)
         start = time.perf_counter()
-        training.fit(model, (x_train, y_train), epochs=FLAGS.epochs, optimizer="adam",
+        transform = None
+        if adversarial:
+            from tfrobust.transforms import Adversarial
+
+            transform = Adversarial(tfr.PGD(LpBall(np.inf, 0.3), steps=FLAGS.adv_steps,
+                                            step_size=2.5 * 0.3 / FLAGS.adv_steps, random_start=True,
+                                            seed=FLAGS.seed, validate="cheap"))
+        training.fit(model, (x_train, y_train), epochs=epochs, optimizer="adam", input_transform=transform,
                      learning_rate=1e-3, batch_size=128, seed=FLAGS.seed, verbose=2)
         seconds = time.perf_counter() - start
         os.makedirs(folder, exist_ok=True)
@@ -379,6 +396,8 @@ def specs(model, peers):
     row(name, 1, None, FLAGS.n_slow, FLAGS.slow_batch_size, "minimize", make(), with_peers=("foolbox",), **ead)
     row(name + ", ART subset", 1, None, FLAGS.n_art, FLAGS.slow_batch_size, "minimize", make(), **ead)
 
+    _autoattack_rows.add_rows(row, model, n=n, bs=bs, seed=seed, square_queries=FLAGS.square_queries, q=q)
+
     # tfrobust only.
     row("FGSM Linf (eps 0.3)", inf, 0.3, n, bs, "budget", tfr_impl(model, tfr.FGSM(0.3)))
     row("DAA blob Linf (eps 0.3, 40 steps of 0.01, random start)", inf, 0.3, n, bs, "budget",
@@ -531,6 +550,24 @@ def print_tables(table, flops, ceiling):
                       f"| {g2 / 1e9:.1f} ({g2 / ceiling:.2f}) |")
 
 
+def run_rows(model, rows, x, y, clean_ok):
+    """Runs the rows `--only` selects on the first `--n` images; prints each as it ends."""
+    table, n = [], len(x)
+    for spec in rows:
+        if FLAGS.only and not any(part.lower() in spec["name"].lower() for part in FLAGS.only):
+            continue
+        spec["n"] = m = min(spec["n"], n)
+        spec["bs"] = min(spec["bs"], m)
+        results = run_row(model, spec, x[:m], y[:m], clean_ok[:m])
+        for impl, r in results.items():
+            if isinstance(r, dict) and r.get("violation"):
+                print(f"  WARNING: {impl} exceeds the budget: max norm {r['max_norm']:.6f} > eps {spec['eps']}")
+        table.append((spec, results))
+        print(f"[{time.strftime('%H:%M:%S')}] {spec['name']} (n={m}, batch {spec['bs']}): "
+              + "; ".join(f"{k} {short(v)}" for k, v in results.items()) + f"; {load_text()}", flush=True)
+    return table
+
+
 def main(argv):
     del argv
     wall = time.perf_counter()
@@ -538,9 +575,11 @@ def main(argv):
     if not data_dir:
         raise ValueError("Expected --data_dir or $TFROBUST_DATA_DIR (a folder with mnist/). Received: neither")
     for name in ("n", "n_slow", "n_gradient_free", "n_art", "n_art_deepfool", "batch_size", "slow_batch_size", "epochs", "repeats",
-                 "search_steps", "iterations"):
+                 "search_steps", "iterations", "square_queries", "adv_steps"):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"Expected --{name} >= 1. Received: {name}={getattr(FLAGS, name)}")
+    if FLAGS.adv_epochs < 0:
+        raise ValueError(f"Expected --adv_epochs >= 0. Received: adv_epochs={FLAGS.adv_epochs}")
     keras.utils.set_random_seed(FLAGS.seed)
     # ART logs every batch at INFO level through absl's handler.
     logging.getLogger("art").setLevel(logging.WARNING)
@@ -572,19 +611,20 @@ def main(argv):
     for name, peer in peers.items():
         if isinstance(peer, Exception):
             print(f"{name}: unavailable: {type(peer).__name__}: {peer}")
-    table = []
-    for spec in specs(model, peers):
-        if FLAGS.only and not any(part.lower() in spec["name"].lower() for part in FLAGS.only):
-            continue
-        spec["n"] = m = min(spec["n"], n)
-        spec["bs"] = min(spec["bs"], m)
-        results = run_row(model, spec, x[:m], y[:m], clean_ok[:m])
-        for impl, r in results.items():
-            if isinstance(r, dict) and r.get("violation"):
-                print(f"  WARNING: {impl} exceeds the budget: max norm {r['max_norm']:.6f} > eps {spec['eps']}")
-        table.append((spec, results))
-        print(f"[{time.strftime('%H:%M:%S')}] {spec['name']} (n={m}, batch {spec['bs']}): "
-              + "; ".join(f"{k} {short(v)}" for k, v in results.items()) + f"; {load_text()}", flush=True)
+    table = run_rows(model, specs(model, peers), x, y, clean_ok)
+    wanted = [spec["name"] for spec in specs(model, {}) if spec["name"].startswith(_autoattack_rows.ROBUST_MODEL_ROWS)
+              and (not FLAGS.only or any(part.lower() in spec["name"].lower() for part in FLAGS.only))]
+    if FLAGS.adv_epochs and wanted:
+        robust, train_seconds = train_or_load(x_train, y_train, adversarial=True)
+        if train_seconds:
+            print(f"PGD-trained {FLAGS.adv_epochs} epochs in {train_seconds:.1f} s.")
+        robust_ok = predict(robust, x, FLAGS.batch_size) == y
+        print(f"PGD-trained model: clean accuracy {100 * robust_ok.mean():.2f}% on the first {n}.")
+        rows = [spec for spec in specs(robust, make_peers(robust))
+                if spec["name"].startswith(_autoattack_rows.ROBUST_MODEL_ROWS)]
+        for spec in rows:
+            spec["name"] = "[PGD-trained] " + spec["name"]
+        table += run_rows(robust, rows, x, y, robust_ok)
     rate_end = matmul_rate()
     print(f"float32 matmul at the end: {rate_end / 1e9:.1f} GFLOP/s; {load_text()}")
     print_tables(table, forward_flops(model), max(rate_start, rate_end))

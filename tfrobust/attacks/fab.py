@@ -25,9 +25,9 @@ Restarts after the first begin from a random point at distance eps / 2.
 
 The projections onto {z in box : w·z = b} are computed here per norm
 (minimal Lp change reaching the hyperplane inside the box): L1 exactly by
-a greedy sort over |w| (a fractional knapsack), L2 and L∞ by bisection on
-the multiplier of the monotone clipped path `clip(lambda * w)` /
-`clip(lambda * sign(w))`, in float64. Where the box does not allow
+a greedy sort over |w| (a fractional knapsack), L2 and L∞ exactly too, by
+sorting the breakpoints of the monotone piecewise-linear clipped path
+`clip(lambda * w)` / `clip(lambda * sign(w))`, in float64. Where the box does not allow
 reaching the hyperplane, the projection goes as far towards it as the box
 allows, as the reference does.
 
@@ -47,8 +47,6 @@ from tfrobust import _validate
 from tfrobust.attacks.base import MinimizationAttack, is_adversarial
 
 __all__ = ["FAB", "FABT", "project_onto_hyperplane_box"]
-
-_BISECTION_STEPS = 60
 
 
 def _flat(v):
@@ -91,29 +89,33 @@ def project_onto_hyperplane_box(t, w, b, p, bounds=(0.0, 1.0)):
         portion = tf.gather(portion, inverse, batch_dims=1)
         return portion * tf.where(w > 0, room_up, tf.where(w < 0, room_down, tf.zeros_like(w)))
 
+    # L2 and Linf: d(lam) = clip(lam * direction, box) for the multiplier
+    # lam >= 0, and w·d(lam) = sum_i slope_i * min(lam, t_i) is piecewise
+    # linear with breakpoints t_i (coordinate i reaches its box face). Sorting
+    # the breakpoints gives the exact lam in closed form: O(D log D) in a few
+    # vectorized ops, where a bisection needed ~60 dependent steps per FAB
+    # iteration (a quarter of FAB's time on a small CNN).
     direction = w if p == 2 else tf.sign(w)
-
-    def path(lam):
-        return tf.clip_by_value(lam[:, None] * direction, room_down, room_up)
-
-    def reached(lam):
-        return tf.reduce_sum(w * path(lam), axis=-1)
-
-    # The largest useful multiplier: every moving coordinate on its face.
     safe = tf.where(tf.abs(direction) > 0, direction, tf.ones_like(direction))
     faces = tf.where(tf.abs(direction) > 0, tf.maximum(room_up / safe, room_down / safe),
-                     tf.zeros_like(direction))
-    lam_hi = tf.reduce_max(faces, axis=-1)
-    lam_lo = tf.zeros_like(lam_hi)
-    feasible = reached(lam_hi) >= need
-
-    def body(i, lo_, hi_):
-        mid = 0.5 * (lo_ + hi_)
-        enough = reached(mid) >= need
-        return i + 1, tf.where(enough, lo_, mid), tf.where(enough, mid, hi_)
-
-    _, _, lam = tf.while_loop(lambda i, *_: i < _BISECTION_STEPS, body, (0, lam_lo, lam_hi))
-    return path(tf.where(feasible, lam, lam_hi))
+                     tf.zeros_like(direction))                 # t_i >= 0
+    slope = w * direction                                      # >= 0
+    order = tf.argsort(faces, axis=-1, stable=True)
+    t_sorted = tf.gather(faces, order, batch_dims=1)
+    s_sorted = tf.gather(slope, order, batch_dims=1)
+    reached_before = tf.cumsum(s_sorted * t_sorted, axis=-1, exclusive=True)  # faces already hit
+    slope_before = tf.cumsum(s_sorted, axis=-1, exclusive=True)
+    slope_left = tf.reduce_sum(slope, axis=-1, keepdims=True) - slope_before  # still moving
+    # w·d at each breakpoint; the first that covers `need` bounds lam's segment.
+    at_break = reached_before + t_sorted * slope_left
+    covers = at_break >= need[:, None]
+    feasible = tf.reduce_any(covers, axis=-1)
+    j = tf.argmax(tf.cast(covers, tf.int32), axis=-1, output_type=tf.int32)
+    rest = tf.gather(slope_left, j[:, None], batch_dims=1)[:, 0]
+    lam = (need - tf.gather(reached_before, j[:, None], batch_dims=1)[:, 0]) / tf.maximum(rest, 1e-300)
+    lam_hi = tf.reduce_max(faces, axis=-1)  # every moving coordinate on its face
+    lam = tf.where(feasible, tf.clip_by_value(lam, 0.0, lam_hi), lam_hi)
+    return tf.clip_by_value(lam[:, None] * direction, room_down, room_up)
 
 
 class FAB(MinimizationAttack):
