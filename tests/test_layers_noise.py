@@ -83,14 +83,14 @@ def test_cpni_weight_noise_marginal_std():
     layer = CPNIConv2D(8, 3, seed=0)
     layer(np.zeros((1, 5, 5, 4), np.float32))
     std_w = float(np.std(layer.kernel.numpy()))
-    # Var = |std(W) a_d| + ||F_i||^2 with a_d = 0.0625 and F = 0.01 (rank 5).
-    _assert_std(_kernel_noise(layer, 40), math.sqrt(std_w * 0.0625 + 5 * 0.01 ** 2))
+    # Var = std(W)^2 |a_d| + ||F_i||^2 with a_d = 0.0625 and F = 0.01 (rank 5).
+    _assert_std(_kernel_noise(layer, 40), math.sqrt(std_w ** 2 * 0.0625 + 5 * 0.01 ** 2))
     # The rank-5 part correlates the weights: with F = 0.01 everywhere the
     # mean over the P weights of one draw is 0.01 * sum(eps_f) plus the iid
-    # part's mean, variance 5e-4 + std(W) a_d / P (iid noise alone: the second term).
+    # part's mean, variance 5e-4 + std(W)^2 a_d / P (iid noise alone: the second term).
     size = layer.kernel.numpy().size
     means = _kernel_noise(layer, 300).reshape(300, -1).mean(axis=1)
-    _assert_std(means, math.sqrt(5 * 0.01 ** 2 + std_w * 0.0625 / size))
+    _assert_std(means, math.sqrt(5 * 0.01 ** 2 + std_w ** 2 * 0.0625 / size))
 
 
 def test_pni_activation_noise_std():

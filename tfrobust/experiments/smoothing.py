@@ -40,6 +40,8 @@ SMOOTH_NAMES = {"mcpredict": "prediction", "mclogits": "weighted", "mcepredict":
                 "mceattack": "soft", "prediction": "prediction", "weighted": "weighted", "soft": "soft"}
 ATTACKS = ("fgsm", "pgd", "epgd")
 DEFAULT_EPS = {"cifar10": 8.0 / 255.0, "mnist": 0.3}
+#: The original `train.py --schedule` default (LR x gamma at these epochs).
+ORIGINAL_SCHEDULE = (100, 200, 300)
 
 
 @dataclasses.dataclass
@@ -71,7 +73,7 @@ class SmoothingTrainConfig:
     lr: float = 0.1
     momentum_opt: str = "nesterov"
     weight_decay: float = 1e-4
-    schedule: tuple = None            # epochs; default the original's 100/200/300 of 400, scaled
+    schedule: tuple = None            # epochs of the x gamma decays; default the original's 100, 200, 300
     gamma: float = 0.1
     augment: bool = True              # CIFAR-10: pad-4 random crop and flip
     n_train: int = None
@@ -202,11 +204,10 @@ def train_smoothing(config):
             attack=attack, adv_w=config.adv_w, copies=config.m_train if config.smooth_train else 1,
             augment=config.augment and config.dataset == "cifar10", seed=config.seed + 5)
     steps = int(np.ceil(len(x) / config.batch_size))
-    schedule = config.schedule
-    if schedule is None:
-        schedule = sorted({max(1, int(round(config.epochs * f))) for f in (0.25, 0.5, 0.75)})
-    schedule = [e for e in schedule if 0 < e < config.epochs]
-    lr = training.StepDecay(config.lr, schedule, config.gamma, steps) if schedule else config.lr
+    # Always a schedule (boundaries past the last epoch are harmless), so that
+    # a run resumed with more epochs restores the same optimizer variables.
+    schedule = tuple(config.schedule) if config.schedule else ORIGINAL_SCHEDULE
+    lr = training.StepDecay(config.lr, schedule, config.gamma, steps)
     extra = [regularizers.WeightDecay(config.weight_decay)] if config.weight_decay else []
     start = time.time()
     history = training.fit(

@@ -34,7 +34,7 @@ saving and `model.export`, and `fit` reseeds it per epoch).
   tensor, treated as a constant. Optionally the layer input (`act_noise_a`)
   and/or output (`act_noise_b`) get `alpha_act ⊙ std(a) ⊙ eps` per example.
 * `CPNIConv2D` (coloured, low-rank noise): the flattened weight of size P
-  gets `sqrt(|std(W) a_d|) ⊙ eps_d + F eps_f` with `eps_d ~ N(0, I_P)`,
+  gets `std(W) sqrt(|a_d|) ⊙ eps_d + F eps_f` with `eps_d ~ N(0, I_P)`,
   `eps_f ~ N(0, I_r)`, learned `a_d` (initial 0.25² = 0.0625) and `F` (P x r,
   initial 0.01), rank r = 5; one weight sample per call. The same form, per
   example, applies to the activations with `act_noise_a` / `act_noise_b`.
@@ -143,6 +143,15 @@ class GaussianInputNoise(keras.layers.Layer):
         return config
 
 
+def _diagonal_scale(std, a_d):
+    # a_d is a variance in units of std(W)^2: its initial 0.25^2 makes the
+    # diagonal part start at PNI's 0.25 * std(W). The original's
+    # sqrt(|std(W) * a_d|) mixes units (for std(W) ~ 0.05 it starts at about
+    # 1.1 std(W), noise as large as the weights, 4x PNI's); the variance
+    # std(W)^2 * |a_d| is what the initial 0.25^2 means.
+    return std * ops.sqrt(ops.abs(a_d))
+
+
 class _NoiseInjection:
     """What PNI and CPNI layers share: flags, seeds, weights and sampling.
 
@@ -224,7 +233,7 @@ class _NoiseInjection:
         a_d, factor = scale
         eps_f = keras.random.normal(batch_shape + (self.noise_rank,), dtype=tensor.dtype, seed=self.seed_generator)
         low_rank = ops.reshape(ops.matmul(eps_f, ops.transpose(factor)), batch_shape + shape)
-        return ops.sqrt(ops.abs(std * a_d)) * eps + low_rank
+        return _diagonal_scale(std, a_d) * eps + low_rank
 
     def _noisy_kernel(self, kernel):
         scale = self._scale("w")
@@ -246,7 +255,7 @@ class _NoiseInjection:
         eps = keras.random.normal(ops.shape(x), dtype=x.dtype, seed=self.seed_generator)
         eps_f = keras.random.normal((batch, self.noise_rank), dtype=x.dtype, seed=self.seed_generator)
         low_rank = ops.reshape(ops.matmul(eps_f, ops.transpose(factor)), (-1,) + shape)
-        return x + ops.sqrt(ops.abs(_std(x) * a_d)) * eps + low_rank
+        return x + _diagonal_scale(_std(x), a_d) * eps + low_rank
 
 
 def _conv_call(layer, inputs):
@@ -321,11 +330,12 @@ class PNIConv2D(_NoiseInjection, keras.layers.Conv2D):
 class CPNIConv2D(_NoiseInjection, keras.layers.Conv2D):
     """`Conv2D` with coloured low-rank noise injection (CPNI / CNI).
 
-    Each call draws one kernel `W + sqrt(|std(W) a_d|) ⊙ eps_d + F eps_f`
+    Each call draws one kernel `W + std(W) sqrt(|a_d|) ⊙ eps_d + F eps_f`
     (flattened: `eps_d ~ N(0, I_P)`, `eps_f ~ N(0, I_r)`, `F` of shape
-    `[P, r]`), so the noise covariance is `diag(|std(W) a_d|) + F F^T`:
-    correlated across the weights through the rank-r factor. The scale form
-    `sqrt(|std(W) a_d|)` is the original code's.
+    `[P, r]`), so the noise covariance is `std(W)^2 diag(|a_d|) + F F^T`:
+    correlated across the weights through the rank-r factor. (The original
+    writes the diagonal scale `sqrt(|std(W) a_d|)`, which mixes units; see
+    `_diagonal_scale`.)
 
     Takes every `keras.layers.Conv2D` argument, plus:
 
