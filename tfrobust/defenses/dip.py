@@ -142,7 +142,7 @@ class DeepImagePrior(Defense):
         if seed is None:
             base = tf.cast(self.seed_generator.next(), tf.int64)
         else:
-            base = tf.constant([seed, 0], tf.int64)
+            base = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         draws = iter(range(1 << 20))
 
         def uniform(shape, lo, hi):
@@ -202,11 +202,17 @@ class DeepImagePrior(Defense):
     def _run(self, x, segments, seed):
         if not tf.executing_eagerly():
             return self._fit(x, segments, seed)
-        key = (len(segments), seed)
+        key = (len(segments), seed is None)
         if key not in self._compiled:
-            # Eagerly a tf.while_loop is a Python loop: compile it once.
-            self._compiled[key] = tf.function(lambda x_, s_: self._fit(x_, s_, seed), reduce_retracing=True)
-        return self._compiled[key](x, [tf.convert_to_tensor(s, tf.int32) for s in segments])
+            # Eagerly a tf.while_loop is a Python loop: compile it once (the
+            # seed is a tensor argument, so a new seed does not retrace).
+            if seed is None:
+                fn = lambda x_, s_, _: self._fit(x_, s_, None)  # noqa: E731
+            else:
+                fn = self._fit
+            self._compiled[key] = tf.function(fn, reduce_retracing=True, autograph=False)
+        seed = tf.constant(0 if seed is None else seed, tf.int64)
+        return self._compiled[key](x, [tf.convert_to_tensor(s, tf.int32) for s in segments], seed)
 
     def reconstruct(self, x, *, steps=None, seed=None):
         """The network's output after fitting each image for `steps` steps.

@@ -213,7 +213,7 @@ class InvertAndClassify(Defense):
         if tf.executing_eagerly():
             # Eagerly a tf.while_loop is a Python loop: compile it once.
             if self._compiled is None:
-                self._compiled = tf.function(self._project, reduce_retracing=True)
+                self._compiled = tf.function(self._project, reduce_retracing=True, autograph=False)
             return self._compiled(x, steps, restarts, z_init)
         return self._project(x, steps, restarts, z_init)
 
