@@ -45,7 +45,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3.5"],
-        "bench": ["adversarial-robustness-toolbox>=1.17", "foolbox>=3.3"],
+        # ART's AutoAttack imports multiprocess without declaring it.
+        "bench": ["adversarial-robustness-toolbox>=1.17", "foolbox>=3.3", "multiprocess>=0.70"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

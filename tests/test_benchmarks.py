@@ -30,7 +30,8 @@ def _row(text, prefix):
 def test_attacks_vs_peers_runs_without_peers(data_dir, tmp_path):
     text = _run(
         "attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
-        "--n=40", "--batch_size=20", "--repeats=1", "--peers=", "--only=PGD-40 Linf,FGSM",
+        "--n=40", "--batch_size=20", "--repeats=1", "--peers=", "--only=PGD-40 Linf,FGSM,APGD-CE Linf",
+        "--adv_epochs=0",
     )
     pgd = _row(text, "| PGD-40 Linf")
     # tfrobust and the bare loop both ran: seconds, then "seconds (ratio x)".
@@ -41,12 +42,15 @@ def test_attacks_vs_peers_runs_without_peers(data_dir, tmp_path):
     assert len(accuracies) == 2 and max(accuracies) <= 20.0, pgd
     assert "| PGD-40 Linf | tfrobust |" in text and "WARNING" not in text
     _row(text, "| FGSM Linf")
+    apgd = _row(text, "| APGD-CE Linf (eps 0.3, 100 steps, 1 restart)")
+    assert float(apgd[3]) > 0 and float(apgd[7].split(" / ")[0]) <= 20.0, apgd
+    assert "PGD-trained" not in text  # --adv_epochs=0: no second model
     # A second run reads the cached weights instead of training.
     again = _run(
         "attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
         "--n=20", "--batch_size=20", "--repeats=1", "--peers=", "--only=FGSM,C&W",
         "--n_slow=4", "--n_art=2", "--slow_batch_size=2", "--search_steps=1", "--iterations=5",
-        "--nocw_abort_early",
+        "--nocw_abort_early", "--adv_epochs=0",
     )
     assert "Loaded cached weights" in again
     cw = _row(again, "| C&W L2 (1 x 5, lr 0.1, c0 0.01, abort early False) |")

@@ -296,6 +296,7 @@ _LINF = _ball(INF, 0.1)
         (lambda: NAttack(_LINF, sigma=0.0), "sigma"),
         (lambda: NAttack(_LINF, learning_rate=float("inf")), "learning_rate"),
         (lambda: NAttack(_LINF, init_std=-1.0), "init_std"),
+        (lambda: NAttack(_LINF, tanh_shrink=1.0), "tanh_shrink"),
         (lambda: NAttack(_LINF, steps=2.5), "steps"),
         (lambda: NAttack(_LINF, seed=-1), "seed"),
         (lambda: TransferAttack("model", PGD(_LINF)), "source_model"),
@@ -336,3 +337,22 @@ def test_transfer_report_bad_inputs(trained):
         transfer_report(trained.model, trained.model, x, y.astype("float32"))
     with pytest.raises(ValueError, match="x_adv"):
         transfer_report(trained.model, trained.model, x[:0], y[:0])
+
+
+def test_nattack_face_pixels_move_only_off_the_tanh_tails(trained):
+    """Why NAttack is weak on MNIST: with the original's arctanh shrink of
+    1 - 1e-6, pixels at 0 or 1 sit on tanh's flat tails and never move; a
+    smaller shrink lets them move and the attack gets stronger."""
+    x, y = trained.x[:16], trained.y[:16]
+    faces = (x == 0.0) | (x == 1.0)
+    assert faces.mean() > 0.5  # MNIST: mostly background
+    runs = {}
+    for shrink in (0.999999, 0.9):
+        attack = NAttack(_ball(INF, 0.3), steps=40, samples=60, seed=0, tanh_shrink=shrink)
+        x_adv = np.asarray(attack(trained.model, x, y))
+        moved = np.abs(x_adv - x)[faces]
+        fooled = np.argmax(np.asarray(trained.model(x_adv)), -1) != y
+        runs[shrink] = (moved.max(), fooled.sum())
+    assert runs[0.999999][0] < 1e-3, runs
+    assert runs[0.9][0] > 0.1, runs
+    assert runs[0.9][1] >= runs[0.999999][1], runs

@@ -199,12 +199,13 @@ def get(optimizer, learning_rate=None):
     return _BY_NAME[name](**kwargs)
 
 
-def to_tanh_space(x, bounds=(0.0, 1.0)):
-    """`w = atanh((x - center) / half_range * TANH_SHRINK)`, the inverse of
-    `from_tanh_space` (up to the shrink that keeps it finite on the faces)."""
+def to_tanh_space(x, bounds=(0.0, 1.0), shrink=TANH_SHRINK):
+    """`w = atanh((x - center) / half_range * shrink)`, the inverse of
+    `from_tanh_space` (up to the shrink that keeps it finite on the faces;
+    a smaller shrink keeps face pixels off tanh's flat tails)."""
     lo, hi = _validate.check_pair(bounds, name="bounds")
     half_range, center = (hi - lo) / 2.0, (hi + lo) / 2.0
-    return tf.atanh((x - center) / half_range * TANH_SHRINK)
+    return tf.atanh((x - center) / half_range * shrink)
 
 
 def from_tanh_space(w, bounds=(0.0, 1.0)):
