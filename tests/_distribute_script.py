@@ -95,6 +95,24 @@ def run(strategy, checkpoint_dir=None, log_dir=None, pause_marker=None):
     return model.get_weights(), per_example, history
 
 
+def certify_both(strategy):
+    """`Smooth.certify_batch` of 8 images in two groups, plain and over `strategy`."""
+    from tfrobust.smoothing import Smooth
+
+    x, _ = make_data()
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        base = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(NUM_CLASSES)])
+    out = {}
+    for name, spread in (("plain", None), ("dist", strategy)):
+        smooth = Smooth(base, NUM_CLASSES, 0.5, seed=7)
+        # batch_size 4 on 8 images: two groups, one per replica.
+        res = smooth.certify_batch(x[:8], 8, 32, 0.01, 4, strategy=spread)
+        out[f"smooth_{name}_counts"], out[f"smooth_{name}_radius"] = res.counts, res.radius
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--strategy", required=True)
@@ -116,6 +134,8 @@ def main():
     strategy = make_strategy(name)
     weights, per_example, history = run(strategy, args.checkpoint_dir, args.log_dir,
                                         args.pause_marker)
+    if args.strategy == "mirrored2":
+        per_example.update(certify_both(strategy))
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     with distribute.output_dir(strategy, args.out_dir) as out:
         np.savez(os.path.join(out, "result.npz"), *weights, **per_example)

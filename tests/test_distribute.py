@@ -116,6 +116,11 @@ def test_two_logical_devices_match_one_device(tmp_path, reference):
     with open(tmp_path / "task.json") as f:
         assert json.load(f)["replicas"] == 2
     _check_same(tmp_path / "result.npz", reference)
+    got = np.load(tmp_path / "result.npz")
+    # Smooth.certify_batch over two replicas: the counts of strategy=None.
+    assert got["smooth_plain_counts"].sum() == 8 * 32
+    np.testing.assert_array_equal(got["smooth_dist_counts"], got["smooth_plain_counts"])
+    np.testing.assert_array_equal(got["smooth_dist_radius"], got["smooth_plain_radius"])
 
 
 def test_multi_worker_killed_worker_resumes_to_the_single_process_results(tmp_path, reference):

@@ -208,22 +208,33 @@ class Smooth:
                                      (tf.constant(0), tf.constant(0), counts))
         return counts
 
-    def sample_counts(self, x, num, batch_size):
+    def sample_counts(self, x, num, batch_size, strategy=None):
         """Class counts of `num` noisy copies of each image (`x` `[M, ...]`).
 
         Args:
             x: float array `[M, ...]`.
             num: noise samples per image (>= 1).
             batch_size: noisy examples per base call (>= 1).
+            strategy: optional `tf.distribute.Strategy`: the groups of
+                images are dealt to its replicas inside `strategy.run`
+                (`tfrobust.distribute.run_batches`) and the counts gathered
+                in order. Each group draws one seed from the generator, in
+                group order, so on one machine (Mirrored) the counts equal
+                those of `strategy=None`; across workers each worker's
+                generator advances only over its own groups (valid,
+                different noise). Call it outside `strategy.scope()`.
 
         Returns:
-            `(counts int64 [M, K], seconds float64 [M])`.
+            `(counts int64 [M, K], seconds float64 [M])` (with a strategy,
+            the seconds are the run's time spread evenly).
         """
         x = self._check_x(x, batched=True)
         num = _validate.check_int(num, name="num", minimum=1)
         batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
         group = min(x.shape[0], batch_size)
         passes = max(1, batch_size // group)
+        if strategy is not None:
+            return self._distributed_counts(x, num, group, passes, strategy)
         counts, seconds = [], []
         for start in range(0, x.shape[0], group):
             xb = tf.constant(x[start:start + group])
@@ -233,6 +244,17 @@ class Smooth:
             counts.append(c.astype(np.int64))
             seconds.append(np.full(c.shape[0], took / c.shape[0]))
         return np.concatenate(counts), np.concatenate(seconds)
+
+    def _distributed_counts(self, x, num, group, passes, strategy):
+        from tfrobust import distribute
+
+        groups = [(x[start:start + group],) for start in range(0, x.shape[0], group)]
+        began = time.perf_counter()
+        outs = distribute.run_batches(
+            strategy, lambda xb: self._count(xb, tf.constant(num, tf.int32), tf.constant(passes, tf.int32)),
+            groups)
+        counts = np.concatenate([c for (c,) in outs]).astype(np.int64)
+        return counts, np.full(counts.shape[0], (time.perf_counter() - began) / counts.shape[0])
 
     # -- Cohen et al.'s algorithms ----------------------------------------
 
@@ -277,7 +299,7 @@ class Smooth:
         x = self._check_x(x, batched=False)
         return int(self.predict_batch(x[None], n, alpha, batch_size)[0])
 
-    def certify_batch(self, x, n0, n, alpha, batch_size):
+    def certify_batch(self, x, n0, n, alpha, batch_size, strategy=None):
         """CERTIFY for each image of `x` `[M, ...]`, in one batched loop.
 
         Args:
@@ -286,6 +308,8 @@ class Smooth:
             n: estimation samples per image (>= 1), drawn afresh.
             alpha: failure probability per image, in (0, 1).
             batch_size: noisy examples per base call (>= 1).
+            strategy: optional `tf.distribute.Strategy` over which the
+                sampling is spread (see `sample_counts`).
 
         Returns:
             A `CertifyResult` (see the module docstring for the guarantee).
@@ -302,10 +326,10 @@ class Smooth:
         alpha = self._check_alpha(alpha)
         x = self._check_x(x, batched=True)
         batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
-        selection, t0 = self.sample_counts(x, n0, batch_size)
+        selection, t0 = self.sample_counts(x, n0, batch_size, strategy=strategy)
         c_a = np.argmax(selection, axis=1)
         # Fresh samples: reusing the selection samples would bias p_A upward.
-        counts, t1 = self.sample_counts(x, n, batch_size)
+        counts, t1 = self.sample_counts(x, n, batch_size, strategy=strategy)
         n_a = np.take_along_axis(counts, c_a[:, None], 1)[:, 0]
         p_lower = np.asarray(stats.lower_confidence_bound(n_a, n, alpha), np.float64).reshape(-1)
         abstain = p_lower < 0.5
