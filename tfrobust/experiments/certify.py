@@ -16,8 +16,10 @@ Writes, in `out_dir`:
 - `certify.tsv`: Cohen et al.'s columns `idx label predict radius correct
   time` (one row per image, `predict = -1` where CERTIFY abstains, `time`
   in seconds: a block's wall time shared by its images, since they are
-  certified together), written block by block as the run goes;
+  certified together; `radius` rounded down to 6 decimals), written block
+  by block as the run goes;
 - `certified_accuracy.png`: certified accuracy against the L2 radius;
+- `certificate.npz`: idx, y, pred, radius (exact), p_lower and the counts;
 - `summary.json`: the settings, the certified accuracy at `radii`, the
   abstention count and the throughput (noisy forward passes per second).
 """
@@ -135,7 +137,8 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
             r = smooth.certify_batch(x[rows], n0=n0, n=n, alpha=alpha, batch_size=batch_size)
             results.append(r)
             for i, label, pred, rad, t in zip(rows, y[rows], r.pred, r.radius, r.time):
-                f.write(f"{i}\t{label}\t{pred}\t{rad:.6g}\t{int(pred == label)}\t{t:.4f}\n")
+                # Rounded down, so the file never claims more than was certified.
+                f.write(f"{i}\t{label}\t{pred}\t{np.floor(rad * 1e6) / 1e6:.6f}\t{int(pred == label)}\t{t:.4f}\n")
             f.flush()
             if progress is not None:
                 progress.add(len(rows), values=[("certified", float(np.mean(r.pred == y[rows])))])
@@ -145,6 +148,10 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
     labels = y[idx].astype(np.int64)
     grid = sorted(set([0.0] + radii))
     comparison = certificates.compare(f"sigma={sigma:g}", cert, labels, grid)
+    npz = os.path.join(out_dir, "certificate.npz")
+    np.savez(npz, idx=idx, y=labels, pred=pred, radius=np.concatenate([r.radius for r in results]),
+             p_lower=np.concatenate([r.p_lower for r in results]),
+             counts=np.concatenate([r.counts for r in results]))
     png = os.path.join(out_dir, "certified_accuracy.png")
     certificates.plot_curves([(f"sigma={sigma:g}, n={n}", comparison, None)], png, p=2,
                              title=f"{dataset}: randomized smoothing, {len(idx)} images")
@@ -157,7 +164,7 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
         "max_certifiable_radius": float(smooth.sigma * _max_z(n, alpha)),
         "seconds": round(seconds, 2),
         "noisy_passes_per_second": float(len(idx) * (n0 + n) / seconds),
-        "files": {"tsv": tsv_path, "png": png, "json": os.path.join(out_dir, "summary.json")},
+        "files": {"tsv": tsv_path, "npz": npz, "png": png, "json": os.path.join(out_dir, "summary.json")},
     }
     with open(summary["files"]["json"], "w") as f:
         json.dump(summary, f, indent=2)
