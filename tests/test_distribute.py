@@ -215,3 +215,22 @@ def test_bad_arguments():
 
     with pytest.raises(ValueError, match="strategy"):
         evaluate(lambda x: x, (np.zeros((1, 2), np.float32), np.zeros(1, int)), [], strategy="mirrored")
+
+
+def test_attack_app_library_with_a_strategy_matches_default(tmp_path):
+    """`run_attack_app(strategy="one_device")` goes through the distributed path."""
+    import keras
+
+    from tfrobust.evaluation import run_attack_app
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    outs = {}
+    for name in ("default", "one_device"):
+        result = run_attack_app(model, out_dir=str(tmp_path / name), dataset="digits", n_examples=24,
+                                batch_size=8, attacks=("pgd",), eps=(0.1,), steps=2, seed=0,
+                                strategy=name, sanity_checks=False, verbose=0)
+        outs[name] = np.load(tmp_path / name / "adv_pgd_0.1.npz")
+        assert result.attacks["pgd_0.1"].pred.shape == (24,)
+    np.testing.assert_array_equal(outs["default"]["predictions"], outs["one_device"]["predictions"])
+    np.testing.assert_allclose(outs["default"]["x_adv"], outs["one_device"]["x_adv"], rtol=0, atol=1e-6)

@@ -13,11 +13,13 @@ files are written as soon as that attack finishes, with `partial.json` (the
 report of the attacks finished so far, replaced atomically), so a crash in
 a later attack keeps what was done; the final report removes `partial.json`.
 
-Distribution: the model is loaded under the named `tf.distribute` strategy's
-scope, but the attacks run on the default device of the process (an attack
-validates its inputs eagerly and keeps per-example state across restarts
-and binary-search steps, which `strategy.run` would have to split per
-replica). For several GPUs, run one process per shard of the data.
+Distribution: with a `strategy` other than "default", the model is loaded
+under that `tf.distribute` strategy's scope and `evaluate` deals the attack
+batches to its replicas (`tfrobust.distribute`; per-example results equal
+the single-device run). Under "multi_worker" only the chief writes
+`out_dir`; the other workers write to a temporary folder that is removed.
+A model whose own forward pass is random (e.g. with `eot_samples`) draws
+per replica, so its results then depend on the replica count.
 """
 
 import json
@@ -118,7 +120,9 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
             random other class per example when `target_class` is None.
         target_class: the target of a targeted run.
         eot_samples: wrap the model in `EoT(model, n=eot_samples)` when > 1.
-        strategy: `tfrobust.training.make_strategy` name (see module doc).
+        strategy: `tfrobust.training.make_strategy` name: "default" runs
+            on this process's device; any other spreads the attacks over
+            the strategy's replicas (see module doc).
         seed: seed of random starts, random targets and the checks.
         sanity_checks: run the sanity checks.
         verbose: 0 or 1.
@@ -171,7 +175,11 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
     from tfrobust.evaluation.engine import evaluate
     from tfrobust.training import make_strategy
 
+    from tfrobust import distribute
+
     dist = make_strategy(strategy)
+    spread = None if isinstance(strategy, str) and strategy.strip().lower() == "default" else dist
+    out_dir = distribute.write_dir(dist, out_dir)  # the chief's out_dir; a temporary one elsewhere
     if isinstance(model, str):
         with dist.scope():
             model = load_model(model)
@@ -206,7 +214,7 @@ def run_attack_app(model, *, out_dir, dataset="mnist", split="test", data_dir=No
     result = evaluate(model, (x, y), attack_objs, threats=[LpBall(p, e) for p, e in grid], targets=targets,
                       batch_size=batch_size, seed=seed, sanity_checks=sanity_checks,
                       keep_adversarials=True, on_attack_result=_write_partial(out_dir, files),
-                      verbose=verbose)
+                      verbose=verbose, strategy=spread)
     result.save(out_dir)
     partial = os.path.join(out_dir, "partial.json")
     if os.path.exists(partial):
