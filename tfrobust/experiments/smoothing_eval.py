@@ -299,7 +299,7 @@ def evaluate_smoothing(config):
           f"{config.dataset}, first {len(x)} test images, L-inf eps = {eps:.4g}, sigma = {sigma:.4g} (pixels), "
           f"m_test = {m_test}, attacks: {', '.join(attack_cols)} ({config.steps} steps of eps/4, random start; "
           f"EPGD and the smoothed views over {config.m_attack} passes).", "",
-          "## Engine (prediction vote)", "", engine.summary(), "",
+          "## Engine (prediction vote)", "", "```", engine.summary(), "```", "",
           "## Grid (accuracy; attacks count only clean-correct examples)", "",
           _markdown_table(rows, ["vote", "m", "sigma", "clean"] + attack_cols + ["robust_worst"])]
     if black:
