@@ -84,3 +84,13 @@ def test_rbf_benchmark_on_digits():
     assert "same assignments: True" in text
     for prefix in ("E-step", "EM pass over", "forward at batch 32", "m=10 samples"):
         assert any(line.startswith(prefix) for line in text.splitlines()), text
+
+
+def test_smoothing_benchmark_runs_tiny(data_dir):
+    text = _run("smoothing.py", f"--data_dir={data_dir}", "--n=50", "--n0=10", "--n_images=2",
+                "--batch_size=40", "--repeats=1")
+    for prefix in ("| raw batched forward", "| Smooth.sample_counts", "| SmoothedClassifier",
+                   "| tfrobust certify_batch"):
+        assert any(line.startswith(prefix) for line in text.splitlines()), text
+    # ART is optional: either its row and the speed-up, or the row saying it was skipped.
+    assert "| speed-up over ART" in text or "| ART certify | skipped" in text, text
