@@ -29,8 +29,11 @@ attack's robust accuracy is an upper bound. `compare` puts both on the same
 examples: at every radius, certified ≤ empirical must hold, and no example
 may be both certified at r and broken by an attack within r
 (`sanity.check_certified_vs_empirical` flags either). Certificates come
-from `tfrobust.bounds` today (`mlp1layer_certificate`) and from smoothing
-later (any code producing `(pred, radius)` arrays).
+from `tfrobust.bounds` (`mlp1layer_certificate`), from randomized smoothing
+(`tfrobust.smoothing.Smooth.certify_batch(...).to_certificate()`, or
+`Smooth.certifier(...)` for `evaluate`; `certified_vs_empirical` joins it
+with L2 attacks in one call) and from any code producing `(pred, radius)`
+arrays.
 """
 
 import dataclasses
