@@ -64,7 +64,8 @@ class SubstituteReport(NamedTuple):
     agreement: list
 
 
-@tf.function
+# Batches of several sizes (the last one, growing sets) share one trace.
+@tf.function(reduce_retracing=True)
 def _jacobian_step(substitute, x, labels, lam, lo, hi):
     with tf.GradientTape() as tape:
         tape.watch(x)
