@@ -79,18 +79,20 @@ def test_pni_weight_noise_std_is_alpha_times_std_w():
     _assert_std(_kernel_noise(layer, 40), 0.25 * std_w)
 
 
-def test_cpni_weight_noise_marginal_std():
-    layer = CPNIConv2D(8, 3, seed=0)
-    layer(np.zeros((1, 5, 5, 4), np.float32))
-    std_w = float(np.std(layer.kernel.numpy()))
-    # Var = std(W)^2 |a_d| + ||F_i||^2 with a_d = 0.0625 and F = 0.01 (rank 5).
-    _assert_std(_kernel_noise(layer, 40), math.sqrt(std_w ** 2 * 0.0625 + 5 * 0.01 ** 2))
-    # The rank-5 part correlates the weights: with F = 0.01 everywhere the
-    # mean over the P weights of one draw is 0.01 * sum(eps_f) plus the iid
-    # part's mean, variance 5e-4 + std(W)^2 a_d / P (iid noise alone: the second term).
-    size = layer.kernel.numpy().size
-    means = _kernel_noise(layer, 300).reshape(300, -1).mean(axis=1)
-    _assert_std(means, math.sqrt(5 * 0.01 ** 2 + std_w ** 2 * 0.0625 / size))
+def test_cpni_weight_noise_diagonal_and_low_rank_parts():
+    x = np.zeros((1, 5, 5, 4), np.float32)
+    # Diagonal part alone (F = 0): independent N(0, std(W)^2 a_d), a_d = 0.0625.
+    diagonal = CPNIConv2D(8, 3, f_init=0.0, seed=0)
+    diagonal(x)
+    _assert_std(_kernel_noise(diagonal, 40), 0.25 * float(np.std(diagonal.kernel.numpy())))
+    # Low-rank part alone (a_d = 0): with F = 0.01 everywhere every weight of
+    # one draw moves by the same 0.01 * sum(eps_f), std 0.01 * sqrt(5): the
+    # noise is fully correlated across the weights, one value per draw.
+    low_rank = CPNIConv2D(8, 3, a_init=0.0, seed=1)
+    low_rank(x)
+    draws = _kernel_noise(low_rank, 300).reshape(300, -1)
+    np.testing.assert_allclose(draws, draws[:, :1].repeat(draws.shape[1], axis=1), atol=1e-6)
+    _assert_std(draws[:, 0], 0.01 * math.sqrt(5))
 
 
 def test_pni_activation_noise_std():
