@@ -81,7 +81,6 @@ def evaluate_dip(config):
         The results dict also written to `out_dir/results.json`.
     """
     import keras
-    import tensorflow as tf
 
     from tfrobust import data, threats
     from tfrobust.attacks import BIM
@@ -150,7 +149,6 @@ def evaluate_dip(config):
         json.dump(results, f, indent=1)
     with open(os.path.join(config.out_dir, "results.md"), "w") as f:
         f.write(_markdown(results))
-    del tf
     return results
 
 
