@@ -99,3 +99,15 @@ def test_cheap_validation_spends_exactly_the_query_budget_on_the_model():
     x[:, 0, 0, 0] = 0.9  # a wide margin: no point is broken, the whole budget runs
     Square(threats.LpBall(INF, 0.01), n_queries=7, seed=0, validate="cheap")(model, x, np.array([0, 0]))
     assert int(calls.numpy()) == 7
+
+
+@pytest.mark.parametrize("p, eps", [(np.inf, 0.1), (2, 0.5)])
+def test_one_image_batch(p, eps):
+    # auto_attack hands Square a batch of one when one robust point is left.
+    import keras
+
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    x = np.random.default_rng(0).uniform(size=(1, 8, 8, 1)).astype("float32")
+    threat = threats.LpBall(p, eps)
+    x_adv = Square(threat, n_queries=20, seed=0)(model, x, np.array([0]))
+    assert_inside_threat(x, np.asarray(x_adv), threat)

@@ -296,7 +296,12 @@ class Square(Attack):
         def cond(i, x_best, margin, loss, queries):
             return (i < self.n_queries - 1) & tf.reduce_any(margin >= 0.0)
 
+        # The batch dimension may lose its static size in the loop: with one
+        # image, broadcasting against per-example draws of shape [b, ...]
+        # (b dynamic) gives an unknown size where [1, ...] went in.
+        batch_free = lambda t: tf.TensorShape([None]).concatenate(t.shape[1:])  # noqa: E731
+        loop_vars = (tf.constant(0), x_best, margin, loss, queries)
         _, x_best, margin, _, queries = tf.while_loop(
-            cond, body, (tf.constant(0), x_best, margin, loss, queries),
-            maximum_iterations=max(self.n_queries - 1, 0))
+            cond, body, loop_vars, maximum_iterations=max(self.n_queries - 1, 0),
+            shape_invariants=(tf.TensorShape([]),) + tuple(batch_free(t) for t in loop_vars[1:]))
         return x_best, queries, margin < 0.0
