@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from tfrobust import _validate
+from tfrobust.experiments._data import load_splits
 
 __all__ = ["ClassifierConfig", "load_generator", "train_classifier"]
 
@@ -131,18 +132,13 @@ def train_classifier(config):
     """
     import keras
 
-    from tfrobust import data, training
+    from tfrobust import training
     from tfrobust.models import registry
     from tfrobust.transforms.manifold import manifold_adversarial_training
 
     config = _resolved(config)
     os.makedirs(config.out_dir, exist_ok=True)
-    x, y = data.load(config.dataset, "train", data_dir=config.data_dir)
-    if config.n_train:
-        x, y = x[:config.n_train], y[:config.n_train]
-    x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir)
-    x_test, y_test = x_test[:config.n_eval], y_test[:config.n_eval]
-    num_classes = data.num_classes(config.dataset)
+    x, y, x_test, y_test, num_classes = load_splits(config)
     p = _validate.check_p(config.norm, name="norm")
     strategy = training.make_strategy(config.strategy)
     with strategy.scope():

@@ -22,7 +22,6 @@ References:
 
 import dataclasses
 import json
-import math
 import os
 import time
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from tfrobust import _validate
+from tfrobust.experiments._data import load_splits
 
 
 @dataclasses.dataclass
@@ -68,18 +69,13 @@ def train_rcnn(config):
     """
     import tensorflow as tf
 
-    from tfrobust import attacks, data, threats, training
+    from tfrobust import attacks, threats, training
     from tfrobust.transforms.rcnn_plus import AdversarialNoiseTable, RCNNPlusNoise
 
     config = dataclasses.replace(config)
     _validate.check_int(config.epochs, name="epochs", minimum=1)
     os.makedirs(config.out_dir, exist_ok=True)
-    x, y = data.load(config.dataset, "train", data_dir=config.data_dir)
-    if config.n_train:
-        x, y = x[:config.n_train], y[:config.n_train]
-    x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir)
-    x_test, y_test = x_test[:config.n_eval], y_test[:config.n_eval]
-    num_classes = data.num_classes(config.dataset)
+    x, y, x_test, y_test, num_classes = load_splits(config)
     strategy = training.make_strategy(config.strategy)
     with strategy.scope():
         model = build_rcnn(config.templates, x.shape[1:], num_classes, beta1=config.beta1_train,

@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from tfrobust import _validate
+from tfrobust.experiments._data import load_splits
 
 #: Channel std of the original's Normalize (CIFAR-10) and torchvision's MNIST.
 CHANNEL_STD = {"cifar10": (0.247, 0.243, 0.262), "mnist": (0.3081,)}
@@ -176,19 +177,14 @@ def train_smoothing(config):
     Raises:
         ValueError: on a bad setting or missing data.
     """
-    from tfrobust import data, regularizers, training
+    from tfrobust import regularizers, training
     from tfrobust.smoothing.classifier import SmoothedClassifier
     from tfrobust.smoothing.training import SmoothingTransform
 
     config = dataclasses.replace(config)
     settings = check_config(config)
     os.makedirs(config.out_dir, exist_ok=True)
-    x, y = data.load(config.dataset, "train", data_dir=config.data_dir)
-    if config.n_train:
-        x, y = x[:config.n_train], y[:config.n_train]
-    x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir)
-    x_test, y_test = x_test[:config.n_eval], y_test[:config.n_eval]
-    num_classes = data.num_classes(config.dataset)
+    x, y, x_test, y_test, num_classes = load_splits(config)
     strategy = training.make_strategy(config.strategy)
     with strategy.scope():
         base = build_base(config, x.shape[1:], num_classes)

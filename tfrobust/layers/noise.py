@@ -185,6 +185,9 @@ class _NoiseInjection:
             config.update(noise_rank=self.noise_rank, a_init=self.a_init, f_init=self.f_init)
         return config
 
+    def get_config(self):
+        return {**super().get_config(), **self._noise_config()}
+
     def _add_scale(self, shape, name):
         """The learned scale(s) of one noisy tensor of per-sample `shape`."""
         shape = tuple(int(d) for d in shape)
@@ -258,22 +261,30 @@ class _NoiseInjection:
         return x + _diagonal_scale(_std(x), a_d) * eps + low_rank
 
 
-def _conv_call(layer, inputs):
-    x = layer._noisy_activation(inputs, layer._scale("a"))
-    outputs = layer.convolution_op(x, layer._noisy_kernel(layer.kernel))
-    if layer.use_bias:
-        outputs = ops.add(outputs, ops.reshape(layer.bias, (1,) * (layer.rank + 1) + (layer.filters,)))
-    outputs = layer._noisy_activation(outputs, layer._scale("b"))
-    return layer.activation(outputs) if layer.activation is not None else outputs
-
-
 def _check_channels_last(data_format):
     if data_format not in (None, "channels_last"):
         raise _validate.error("data_format", "'channels_last' (images are NHWC)", data_format)
 
 
+class _NoisyConv2D(_NoiseInjection, keras.layers.Conv2D):
+    """The `Conv2D` half shared by PNI and CPNI: noisy kernel and activations."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_noise(input_shape, self.kernel.shape, self.compute_output_shape(input_shape))
+
+    def call(self, inputs, training=None):
+        del training
+        x = self._noisy_activation(inputs, self._scale("a"))
+        outputs = self.convolution_op(x, self._noisy_kernel(self.kernel))
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1,) * (self.rank + 1) + (self.filters,)))
+        outputs = self._noisy_activation(outputs, self._scale("b"))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
 @keras.saving.register_keras_serializable(package="tfrobust")
-class PNIConv2D(_NoiseInjection, keras.layers.Conv2D):
+class PNIConv2D(_NoisyConv2D):
     """`Conv2D` with parametric noise injection on its kernel (and activations).
 
     Takes every `keras.layers.Conv2D` argument, plus:
@@ -312,22 +323,9 @@ class PNIConv2D(_NoiseInjection, keras.layers.Conv2D):
         super().__init__(filters, kernel_size, **kwargs)
         self._init_noise(weight_noise, act_noise_a, act_noise_b, alpha_init, seed)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_noise(input_shape, self.kernel.shape, self.compute_output_shape(input_shape))
-
-    def call(self, inputs, training=None):
-        del training
-        return _conv_call(self, inputs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._noise_config())
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tfrobust")
-class CPNIConv2D(_NoiseInjection, keras.layers.Conv2D):
+class CPNIConv2D(_NoisyConv2D):
     """`Conv2D` with coloured low-rank noise injection (CPNI / CNI).
 
     Each call draws one kernel `W + std(W) sqrt(|a_d|) ⊙ eps_d + F eps_f`
@@ -375,19 +373,6 @@ class CPNIConv2D(_NoiseInjection, keras.layers.Conv2D):
         self._init_noise(weight_noise, act_noise_a, act_noise_b, None, seed, noise_rank=noise_rank, a_init=a_init,
                          f_init=f_init)
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_noise(input_shape, self.kernel.shape, self.compute_output_shape(input_shape))
-
-    def call(self, inputs, training=None):
-        del training
-        return _conv_call(self, inputs)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._noise_config())
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tfrobust")
 class PNIDense(_NoiseInjection, keras.layers.Dense):
@@ -432,8 +417,3 @@ class PNIDense(_NoiseInjection, keras.layers.Dense):
             outputs = ops.add(outputs, self.bias)
         outputs = self._noisy_activation(outputs, self._scale("b"))
         return self.activation(outputs) if self.activation is not None else outputs
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._noise_config())
-        return config
