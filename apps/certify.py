@@ -12,6 +12,7 @@ included, or a SavedModel folder) is the base classifier.
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("model", None, "Base classifier: a .keras file or a SavedModel folder.", required=True)
 flags.DEFINE_string("dataset", "mnist", "Dataset name (mnist, cifar10, gtsrb, digits).")
@@ -29,6 +30,7 @@ flags.DEFINE_list("knobs", [], "Run-time knobs of the model, name=value (e.g. sa
                   "for an RBF-CNN), passed to its set_knobs.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
 flags.DEFINE_string("out_dir", "certify", "Output folder.")
+define_strategy_flag()
 flags.DEFINE_integer("verbose", 1, "1: progress bar and summary; 0: silent.")
 FLAGS = flags.FLAGS
 
@@ -55,7 +57,7 @@ def main(argv):
     certify_dataset(model=FLAGS.model, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
                     sigma=FLAGS.sigma, n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
                     n_examples=FLAGS.n_examples, skip=FLAGS.skip, out_dir=FLAGS.out_dir, radii=radii,
-                    knobs=knobs, seed=FLAGS.seed, verbose=FLAGS.verbose)
+                    knobs=knobs, seed=FLAGS.seed, strategy=FLAGS.strategy, verbose=FLAGS.verbose)
 
 
 if __name__ == "__main__":

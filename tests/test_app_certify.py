@@ -90,6 +90,12 @@ def test_savedmodel_and_rbf_cnn_certify_on_digits(tmp_path):
                               n_examples=4, out_dir=str(tmp_path / "sm"), verbose=0)
     _check_outputs(str(tmp_path / "sm"), 4, 1, y)
     assert summary["noisy_passes_per_second"] > 0
+    # Under a strategy the samples are dealt to its replicas: the same certificates.
+    certify_dataset(model=saved, dataset="digits", sigma=0.3, n0=10, n=100, batch_size=200,
+                    n_examples=4, out_dir=str(tmp_path / "sm1"), strategy="one_device", verbose=0)
+    plain, spread = (np.load(str(tmp_path / d / "certificate.npz")) for d in ("sm", "sm1"))
+    np.testing.assert_array_equal(plain["pred"], spread["pred"])
+    np.testing.assert_array_equal(plain["counts"], spread["counts"])
     rng = np.random.default_rng(0)
     templates = rbf.Templates(rng.uniform(size=(5, 3, 3, 1)).astype("float32"),
                               rng.uniform(0.2, 1.0, size=5).astype("float32"))

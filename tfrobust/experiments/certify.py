@@ -59,7 +59,7 @@ def _indices(total, skip, n_examples):
 
 def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigma=0.25, n0=100,
                     n=100_000, alpha=0.001, batch_size=1000, n_examples=None, skip=1, out_dir="certify",
-                    radii=(0.25, 0.5, 0.75, 1.0), knobs=None, seed=0, verbose=1):
+                    radii=(0.25, 0.5, 0.75, 1.0), knobs=None, seed=0, strategy="default", verbose=1):
     """Certifies every `skip`-th image of a dataset split with `Smooth.certify_batch`.
 
     Args:
@@ -78,6 +78,10 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
             `{"samples": 1}` for an RBF-CNN: one stochastic reconstruction
             per noisy sample; the base classifier may itself be random).
         seed: noise seed.
+        strategy: `tfrobust.training.make_strategy` name (or a strategy):
+            the noisy batches of `Smooth.certify_batch` are dealt to its
+            replicas; the model loads under its scope, and only the chief
+            writes `out_dir` (other workers write to a removed temporary folder).
         verbose: 1 shows a progress bar, 0 is silent.
 
     Returns:
@@ -101,10 +105,15 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
     radii = [_validate.check_float(r, name="radii", minimum=0.0) for r in radii]
     from tfrobust.evaluation.report import ensure_out_dir
 
+    from tfrobust import distribute, training
+
     ensure_out_dir(out_dir)  # a bad folder fails before the work, not after
+    dist = training.make_strategy(strategy) if isinstance(strategy, str) else strategy
+    out_dir = distribute.write_dir(dist, out_dir)
     name = model if isinstance(model, str) else getattr(model, "name", repr(model))
     if isinstance(model, (str, os.PathLike)):
-        model = tfrobust.load_model(os.fspath(model), argument="model", compile=False)
+        with dist.scope():
+            model = tfrobust.load_model(os.fspath(model), argument="model", compile=False)
     if knobs:
         if not callable(getattr(model, "set_knobs", None)):
             raise _validate.error("knobs", "knobs only for a model with set_knobs (e.g. an RBF-CNN)", knobs)
@@ -134,7 +143,8 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
         f.write("\t".join(TSV_COLUMNS) + "\n")
         for start in range(0, len(idx), block):
             rows = idx[start:start + block]
-            r = smooth.certify_batch(x[rows], n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+            r = smooth.certify_batch(x[rows], n0=n0, n=n, alpha=alpha, batch_size=batch_size,
+                                     strategy=None if strategy == "default" else dist)
             results.append(r)
             for i, label, pred, rad, t in zip(rows, y[rows], r.pred, r.radius, r.time):
                 # Rounded down, so the file never claims more than was certified.
