@@ -98,7 +98,9 @@ class SmoothedClassifier(keras.Model):
         top_k: default k of `predict_top_k` (>= 1).
         chunk_size: passes per base call (>= 1), or None for
             `max(1, 4096 // B)`: each base call sees `min(chunk_size, n) * B`
-            examples.
+            examples. A base with weight noise (PNI/CPNI layers draw one
+            weight sample per call) shares that sample across the passes of
+            a chunk: use `chunk_size=1` for one weight sample per pass.
         seed: int seed of the noise's `keras.random.SeedGenerator` (None:
             non-deterministic).
         **kwargs: base model keyword arguments (`name`, ...).
