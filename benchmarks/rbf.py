@@ -21,6 +21,7 @@ from absl import app, flags
 
 from tfrobust import data, models, rbf
 from tfrobust.defenses.rbf_cnn import RBFCNN
+from _timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as a script)
 
 flags.DEFINE_string("data_dir", None, "Local MNIST files (default: $TFROBUST_DATA_DIR, else digits).")
 flags.DEFINE_string("templates", None, "Template file (default: a short EM run here).")
@@ -28,17 +29,6 @@ flags.DEFINE_integer("n_pass", None, "Images in the timed EM pass (default: the 
 flags.DEFINE_integer("batch_size", 256, "Forward batch size.")
 flags.DEFINE_integer("repeats", 20, "Timed repetitions.")
 FLAGS = flags.FLAGS
-
-
-def _median_seconds(fn, repeats):
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main(argv):
@@ -55,8 +45,8 @@ def main(argv):
     variances = templates.variances.astype(np.float64)
     patches = rbf.extract_patches(x[:50].astype(np.float64))
     same = np.array_equal(rbf.e_step(patches, means, variances, 1.0), rbf.e_step_numpy(patches, means, variances, 1.0))
-    t_numba = _median_seconds(lambda: rbf.e_step(patches, means, variances, 1.0), FLAGS.repeats)
-    t_numpy = _median_seconds(lambda: rbf.e_step_numpy(patches, means, variances, 1.0), FLAGS.repeats)
+    t_numba = median_seconds(lambda: rbf.e_step(patches, means, variances, 1.0), FLAGS.repeats, warmup=2)
+    t_numpy = median_seconds(lambda: rbf.e_step_numpy(patches, means, variances, 1.0), FLAGS.repeats, warmup=2)
     print(f"E-step, {len(patches)} patches x {k} templates: numba {1e3 * t_numba:.2f} ms, "
           f"NumPy {1e3 * t_numpy:.2f} ms, ratio {t_numpy / t_numba:.1f}x, same assignments: {same}")
 
@@ -78,13 +68,13 @@ def main(argv):
     batch = tf.constant(x[:FLAGS.batch_size])
     plain = tf.function(lambda t: classifier(t, training=False))
     front = tf.function(lambda t: defense(t))
-    t_plain = _median_seconds(lambda: plain(batch).numpy(), FLAGS.repeats)
-    t_front = _median_seconds(lambda: front(batch).numpy(), FLAGS.repeats)
+    t_plain = median_seconds(lambda: plain(batch).numpy(), FLAGS.repeats, warmup=2)
+    t_front = median_seconds(lambda: front(batch).numpy(), FLAGS.repeats, warmup=2)
     print(f"forward at batch {FLAGS.batch_size}: CNN {1e3 * t_plain:.1f} ms, RBF-CNN {1e3 * t_front:.1f} ms, "
           f"overhead {100 * (t_front / t_plain - 1):.0f}% (target <= 50%)")
     defense.set_knobs(beta2=1.75, samples=10)
     sampled = tf.function(lambda t: defense(t))
-    t_m = _median_seconds(lambda: sampled(batch).numpy(), FLAGS.repeats)
+    t_m = median_seconds(lambda: sampled(batch).numpy(), FLAGS.repeats, warmup=2)
     print(f"m=10 samples (beta2=1.75): {1e3 * t_m:.1f} ms = {t_m / t_front:.1f}x one deterministic forward "
           "(target <= 10x)")
 

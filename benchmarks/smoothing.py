@@ -24,6 +24,7 @@ from absl import app, flags
 
 from tfrobust import data
 from tfrobust.smoothing import Smooth, SmoothedClassifier
+from _timing import median_seconds  # noqa: E402  (benchmarks/ is on sys.path as a script)
 
 flags.DEFINE_string("data_dir", None, "Local MNIST files (default: $TFROBUST_DATA_DIR).")
 flags.DEFINE_string("model", None, "Base classifier (.keras); default: a fresh small MNIST CNN.")
@@ -52,16 +53,6 @@ def small_mnist_cnn():
     ], name="small_mnist_cnn")
 
 
-def _median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main(argv):
     del argv
     import keras
@@ -75,13 +66,13 @@ def main(argv):
     # 1. Raw forward of one batch of bs images, its argmax back on the host.
     batch = tf.constant(np.resize(x, (bs,) + x.shape[1:]))
     forward = tf.function(lambda t: tf.argmax(base(t, training=False), axis=-1))
-    t_raw = _median_seconds(lambda: forward(batch).numpy(), FLAGS.repeats)
+    t_raw = median_seconds(lambda: forward(batch).numpy(), FLAGS.repeats)
     raw = bs / t_raw
     # Certification counts: G images x (bs / G) passes per call, 20 calls.
     group = 10
     per_image = 20 * bs // group
     smooth = Smooth(base, 10, FLAGS.sigma, seed=0)
-    t_cert = _median_seconds(lambda: smooth.sample_counts(x[:group], per_image, bs), FLAGS.repeats)
+    t_cert = median_seconds(lambda: smooth.sample_counts(x[:group], per_image, bs), FLAGS.repeats)
     cert = group * per_image / t_cert
     print(f"| raw batched forward (argmax) | {raw:,.0f} passes/s | 1.00 |")
     print(f"| Smooth.sample_counts, {group} images x {per_image} samples | {cert:,.0f} passes/s | "
@@ -91,7 +82,7 @@ def main(argv):
                                   chunk_size=bs // group, seed=0)
     call = tf.function(lambda t: smoothed(t))
     xg = tf.constant(x[:group])
-    t_sc = _median_seconds(lambda: call(xg).numpy(), FLAGS.repeats)
+    t_sc = median_seconds(lambda: call(xg).numpy(), FLAGS.repeats)
     sc = group * per_image / t_sc
     print(f"| SmoothedClassifier (soft), {group} images x n={per_image} | {sc:,.0f} passes/s | "
           f"{sc / raw:.2f} (target >= 0.9) |")
