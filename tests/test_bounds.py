@@ -241,3 +241,42 @@ def test_mnist_trained_net(data_dir, attack):
     assert np.all(r_inf[found] <= np.abs(delta[found]).max(-1))
     _check_certificate(model, x_test, r2, 2)
     _check_certificate(model, x_test, r_inf, np.inf)
+
+
+def test_float32_rounding_allowance_is_sound_and_small(digits, trained, attack):
+    from tfrobust.bounds.cross_lipschitz import float32_logit_error
+
+    x = digits[2]
+    r32 = bounds.mlp1layer_lower_bound(trained, x).numpy()
+    r64 = bounds.mlp1layer_lower_bound(trained, x, unit_roundoff=None).numpy()
+    certified = r64 > 0
+    assert certified.mean() > 0.5
+    # The allowance only ever shrinks the radius, and only by a little.
+    assert np.all(r32 <= r64)
+    shrink = (r64 - r32)[certified] / r64[certified]
+    assert np.all(shrink > 0) and np.max(shrink) < 1e-2
+    # A coarser arithmetic (TF32's 2^-11) needs a visibly larger allowance.
+    r_tf32 = bounds.mlp1layer_lower_bound(trained, x, unit_roundoff=2.0**-11).numpy()
+    assert np.all(r_tf32 <= r32) and np.median((r64 - r_tf32)[certified]) > 10 * np.median(
+        (r64 - r32)[certified])
+    # lower <= upper still holds with the allowance.
+    result = attack.minimize(trained, x)
+    found = result.success.numpy()
+    assert np.all(r32[found] <= result.norm.numpy()[found])
+    # ε bounds the float32 model's actual logit error on points of the ball.
+    eps = float32_logit_error(trained, x, r64).numpy()
+    rng = np.random.default_rng(3)
+    d = int(np.prod(x.shape[1:]))
+    g = rng.normal(size=(len(x), 20, d))
+    g *= (r64[:, None, None] / np.linalg.norm(g, axis=-1, keepdims=True))
+    points = (x.reshape(len(x), 1, d) + g).reshape(-1, d)
+    u = trained.get_layer("hidden").kernel.numpy().astype(np.float64)
+    w = trained.get_layer("logits").kernel.numpy().astype(np.float64)
+    exact = np.logaddexp(0.0, 10.0 * points.astype(np.float64) @ u) / 10.0 @ w
+    f32 = trained(points.reshape((-1,) + x.shape[1:]).astype("float32")).numpy()
+    err = np.abs(f32 - exact).reshape(len(x), 20, -1).max(axis=1)
+    assert np.all(err <= eps) and np.all(eps < 1e-3)
+    with pytest.raises(ValueError, match="unit_roundoff"):
+        bounds.mlp1layer_lower_bound(trained, x, unit_roundoff=-1.0)
+    with pytest.raises(ValueError, match="radius"):
+        float32_logit_error(trained, x, -1.0)

@@ -56,6 +56,36 @@ Everything is computed in float64 from the model's weights; the result is
 rounded down to float32. The radius is 0 when x is misclassified with
 respect to a given y or when the top two logits tie.
 
+Float32 rounding allowance. The theorem is about the exact f, but the
+model runs in float32, whose logits f̂ differ from f. If |f̂_r(y) − f_r(y)|
+≤ ε_r(x) for every y in the ball B_p(x, R₀), it suffices that the exact
+margin stays above ε_c + ε_j, so the margins are replaced by
+f_c(x) − f_j(x) − ε_c − ε_j (the radius shrinks by (ε_c + ε_j)/L_cj(R)
+per class). R₀ is the radius r(0) of step 5 without the allowance, the
+largest radius ever returned, so one ε serves the whole search. With
+u = 2⁻²⁴ (`unit_roundoff`), γ_n = n u / (1 − n u) and any summation order
+(the classical bound |fl(Σ a_i b_i) − Σ a_i b_i| ≤ γ_n Σ |a_i b_i|,
+Higham, Accuracy and Stability of Numerical Algorithms, Thm. 3.5; it also
+covers blocked and FMA kernels), for y ∈ B_p(x, R₀):
+
+a. hidden pre-activations: |â_l − a_l(y)| ≤ E_a,l = γ_d (⟨|u_l|, |x|⟩ +
+   R₀ ‖u_l‖_q), since Σ_i |u_il| |y_i| ≤ ⟨|u_l|, |x|⟩ + ‖u_l‖_q ‖y − x‖_p;
+   and â_l ≤ A_l = a_l(x) + R₀ ‖u_l‖_q + E_a,l.
+b. activation: σ is 1-Lipschitz (σ' = sigmoid ≤ 1) and increasing, and
+   one evaluation of softplus(α t)/α in float32 (a product, TensorFlow's
+   softplus with its two cut-offs at |α t| ≈ 13.9, which are relatively
+   ≤ 8u off, exp and log1p each within a few ulps, a quotient) errs by at
+   most ≈ u (14 σ + 0.3/α); we allow C_σ u (σ + 1/α) with C_σ = 32, so
+   |ŝ_l − σ(a_l)| ≤ E_s,l = E_a,l + C_σ u (σ(A_l) + 1/α).
+c. output: |f̂_r − f_r| ≤ ε_r = Σ_l |w_lr| (E_s,l + γ_H (σ(A_l) + E_s,l)).
+
+This assumes IEEE float32 arithmetic in the model's matmuls: on GPUs
+where TensorFlow's TF32 mode is on (its default on Ampere and newer), pass
+`unit_roundoff=2**-11` or turn TF32 off. On trained MNIST networks the
+allowance is well under 1% of the radius (`docs/results/
+cross_lipschitz_mnist.md` gives the measured figure); `unit_roundoff=None`
+certifies the exact (float64) formula only.
+
 References:
     Hein & Andriushchenko, "Formal Guarantees on the Robustness of a
     Classifier against Adversarial Manipulation", NIPS 2017, Theorem 2.1.
@@ -70,12 +100,17 @@ from tfrobust import _validate
 from tfrobust.models.mlp import is_mlp1layer
 from tfrobust.models.mlp import unpack_mlp1layer
 
-__all__ = ["mlp1layer_lower_bound"]
+__all__ = ["float32_logit_error", "mlp1layer_lower_bound"]
 
 # Agreement required between the model's own logits and the closed form.
 _LOGITS_RTOL = 1e-3
 # Slack of "x lies inside the box" (float32 rounding of normalised pixels).
 _BOX_ATOL = 1e-6
+# IEEE float32 unit roundoff, and the allowance for one evaluation of the
+# scaled softplus in units of u (step b of the module docstring: ~14 derived,
+# doubled for the ulps of the library exp / log1p).
+FLOAT32_UNIT_ROUNDOFF = 2.0**-24
+_SOFTPLUS_ULPS = 32.0
 
 
 def _check_p(p):
@@ -103,6 +138,47 @@ def _check_box(x, bounds):
         )
 
 
+def _check_unit_roundoff(unit_roundoff):
+    if unit_roundoff is None:
+        return 0.0
+    return _validate.check_float(unit_roundoff, name="unit_roundoff", minimum=0.0, maximum=1e-3)
+
+
+def float32_logit_error(model, x, radius, p=2, *, unit_roundoff=FLOAT32_UNIT_ROUNDOFF):
+    """Bound ε [B, K] on the float32 model's logit error within a ball.
+
+    For every y with ‖y − x_b‖_p ≤ radius_b, |f̂_r(y) − f_r(y)| ≤ ε[b, r],
+    f̂ the model evaluated with unit roundoff `unit_roundoff` and f the exact
+    formula (steps a-c of the module docstring); the allowance
+    `mlp1layer_lower_bound` makes.
+
+    Args:
+        model: a `tfrobust.models.mlp1layer` network.
+        x: float tensor [B, ...] with the model's d values per example.
+        radius: float [B] (or a scalar) ball radii, >= 0.
+        p: 2 or np.inf, the norm of the ball.
+        unit_roundoff: the arithmetic's unit roundoff (2⁻²⁴).
+
+    Returns:
+        float64 tensor [B, K].
+
+    Raises:
+        ValueError: on an unsupported model, bad `p`, `unit_roundoff` or
+            radius.
+    """
+    u, w, alpha = unpack_mlp1layer(model)
+    q = 2 if _check_p(p) == 2 else 1
+    unit = _check_unit_roundoff(unit_roundoff)
+    f64 = tf.float64
+    u = tf.cast(u, f64)
+    x_flat = tf.reshape(tf.cast(x, f64), [-1, int(u.shape[0])])
+    radius = tf.broadcast_to(tf.cast(radius, f64), tf.shape(x_flat)[:1])
+    if not bool(tf.reduce_all(radius >= 0.0)):
+        raise _validate.error("radius", "radii >= 0", radius.numpy())
+    return _logit_error(x_flat, u, tf.cast(w, f64), tf.constant(alpha, f64), q, radius,
+                        tf.constant(unit, f64))
+
+
 def _dual_norm(t, q, axis):
     if q == 2:
         return tf.norm(t, axis=axis)
@@ -123,14 +199,34 @@ def _lipschitz_bound(radius, a, unit_norms, delta_w, u, op_norm, q, alpha):
     return tf.minimum(bound_a, tf.minimum(bound_b, bound_c))
 
 
+def _gamma(n, unit):
+    n_u = tf.cast(n, unit.dtype) * unit
+    return n_u / (1.0 - n_u)
+
+
+def _logit_error(x_flat, u, w, alpha, q, radius, unit):
+    """ε [B, K] of the module docstring (steps a-c) over B_p(x, radius)."""
+    d, h = tf.shape(u)[0], tf.shape(u)[1]
+    unit_norms = _dual_norm(u, q, axis=0)
+    spread = radius[:, None] * unit_norms[None, :]
+    err_a = _gamma(d, unit) * (tf.matmul(tf.abs(x_flat), tf.abs(u)) + spread)
+    act_hi = tf.math.softplus(alpha * (tf.matmul(x_flat, u) + spread + err_a)) / alpha
+    err_s = err_a + _SOFTPLUS_ULPS * unit * (act_hi + 1.0 / alpha)
+    per_unit = err_s + _gamma(h, unit) * (act_hi + err_s)
+    return tf.matmul(per_unit, tf.abs(w))
+
+
 @tf.function(reduce_retracing=True, autograph=False)
-def _certify(x_flat, u, w, alpha, q, steps, valid):
-    """Bisection over R for all examples at once; float64 throughout."""
+def _certify(x_flat, u, w, alpha, q, steps, valid, unit):
+    """Bisection over R for all examples at once; float64 throughout.
+
+    `unit` is the unit roundoff of the model's arithmetic (0: no allowance).
+    """
     a = tf.matmul(x_flat, u)
     logits = tf.matmul(tf.math.softplus(alpha * a) / alpha, w)
     num_classes = tf.shape(w)[1]
     pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    margin = tf.gather(logits, pred, batch_dims=1)[:, None] - logits
+    exact_margin = tf.gather(logits, pred, batch_dims=1)[:, None] - logits
     w_t = tf.transpose(w)
     delta_w = tf.gather(w_t, pred)[:, None, :] - w_t[None, :, :]
     is_self = tf.one_hot(pred, num_classes, on_value=True, off_value=False)
@@ -143,7 +239,7 @@ def _certify(x_flat, u, w, alpha, q, steps, valid):
         op_norm = tf.minimum(tf.sqrt(d) * sv_max, tf.reduce_sum(tf.norm(u, axis=1)))
     inf = tf.constant(math.inf, u.dtype)
 
-    def ratio(radius):
+    def ratio(radius, margin):
         lips = _lipschitz_bound(radius, a, unit_norms, delta_w, u, op_norm, q, alpha)
         # L = 0 means f_c - f_j is constant near x: never crossed if positive.
         positive = lips > 0
@@ -152,17 +248,22 @@ def _certify(x_flat, u, w, alpha, q, steps, valid):
         r = tf.where(is_self, inf, r)
         return tf.reduce_min(r, axis=-1)
 
-    zeros = tf.zeros_like(margin[:, 0])
-    hi = ratio(zeros)
+    zeros = tf.zeros_like(exact_margin[:, 0])
+    hi = ratio(zeros, exact_margin)
     # The optimum lies in [0, r(0)]. r(0) is infinite only when no class
     # can compete at all (K = 1, or every gradient difference is zero with a
     # positive margin); 0 is then reported, which is trivially valid.
     finite = tf.math.is_finite(hi)
     hi = tf.where(finite, hi, zeros)
+    # The allowance over the largest ball any returned radius can reach.
+    eps = _logit_error(x_flat, u, w, alpha, q, hi, unit)
+    eps_pred = tf.gather(eps, pred, batch_dims=1)[:, None]
+    margin = exact_margin - tf.where(is_self, tf.zeros_like(eps), eps_pred + eps)
+    hi = tf.where(finite, tf.maximum(ratio(zeros, margin), 0.0), zeros)
 
     def bisect(i, lo, hi, best):
         mid = 0.5 * (lo + hi)
-        r_mid = ratio(mid)
+        r_mid = ratio(mid, margin)
         best = tf.maximum(best, tf.minimum(r_mid, mid))
         above = r_mid >= mid
         return i + 1, tf.where(above, mid, lo), tf.where(above, hi, mid), best
@@ -170,13 +271,14 @@ def _certify(x_flat, u, w, alpha, q, steps, valid):
     _, lo, hi, best = tf.while_loop(
         lambda i, *_: i < steps, bisect, (tf.constant(0), zeros, hi, zeros)
     )
-    r_hi = ratio(hi)
+    r_hi = ratio(hi, margin)
     best = tf.maximum(best, tf.minimum(r_hi, hi))
     best = tf.where(valid, best, zeros)
     return best, logits, pred
 
 
-def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(0.0, 1.0)):
+def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(0.0, 1.0),
+                          unit_roundoff=FLOAT32_UNIT_ROUNDOFF):
     """Certified radius of every example for a one-hidden-layer network.
 
     See the module docstring for the theorem, the bound on the local
@@ -197,10 +299,14 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(
             (a radius about an input no data can be, e.g. pixels in
             [0, 255] for a [0, 1] model, is meaningless). None skips the
             check (the bound itself holds for any x).
+        unit_roundoff: unit roundoff of the arithmetic the model runs in
+            (2⁻²⁴, IEEE float32): the radius allows for the model's rounding
+            error (module docstring). None certifies the exact formula only.
 
     Returns:
         float32 tensor [B]: no δ with ‖δ‖_p ≤ radius changes the predicted
-        class. 0 for misclassified points or tied top logits.
+        class of the float32 model. 0 for misclassified points, tied top
+        logits, or margins within the rounding allowance.
 
     Raises:
         ValueError: on an unsupported model, bad `p` or `bisection_steps`,
@@ -221,6 +327,7 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(
     u, w, alpha = unpack_mlp1layer(model)
     p = _check_p(p)
     steps = _validate.check_int(bisection_steps, name="bisection_steps", minimum=1)
+    unit = _check_unit_roundoff(unit_roundoff)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         raise ValueError(f"Expected `x` to have a floating dtype. Received: x.dtype={x.dtype.name}")
@@ -254,7 +361,7 @@ def mlp1layer_lower_bound(model, x, p=2, bisection_steps=40, *, y=None, bounds=(
     x_flat = tf.reshape(tf.cast(x, f64), [batch, d])
     radius, logits, pred = _certify(
         x_flat, tf.cast(u, f64), tf.cast(w, f64), tf.constant(alpha, f64),
-        2 if p == 2 else 1, tf.constant(steps), valid,
+        2 if p == 2 else 1, tf.constant(steps), valid, tf.constant(unit, f64),
     )
     scale = 1.0 + float(tf.reduce_max(tf.abs(logits)))
     err = float(tf.reduce_max(tf.abs(logits - tf.cast(model_logits, f64))))
