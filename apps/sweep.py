@@ -19,6 +19,7 @@ flags.DEFINE_string("exp_dir", "exps", "Root folder of experiments.")
 flags.DEFINE_string("out_dir", None, "Where the report goes.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR).")
 flags.DEFINE_string("strategy", "default", "tf.distribute strategy name.")
+flags.DEFINE_bool("report", True, "Report after training (--noreport: train only).")
 flags.DEFINE_multi_string("only", [], "Train only runs with this setting, e.g. --only=nn_type=resnet (repeatable).")
 FLAGS = flags.FLAGS
 
@@ -37,7 +38,7 @@ def main(argv):
         only[key] = value
     sweep.run_sweep(
         config, exp_dir=FLAGS.exp_dir, data_dir=FLAGS.data_dir,
-        strategy=FLAGS.strategy, out_dir=FLAGS.out_dir, only=only,
+        strategy=FLAGS.strategy, out_dir=FLAGS.out_dir, only=only, report=FLAGS.report,
     )
 
 

@@ -1,7 +1,8 @@
 """Cross-Lipschitz training and robustness evaluation (the original worker.py).
 
 Flags and defaults mirror Hein & Andriushchenko's `worker.py`; `--data_dir`,
-`--exp_dir`, `--strategy`, `--seed` and `--n_eval` are additions.
+`--exp_dir`, `--strategy`, `--seed`, `--n_train`, `--n_eval`, `--n_epoch_eval` and
+`--upper_attacks` are additions.
 
     python apps/worker.py --reg_type=cross_lipschitz
     python apps/worker.py --dataset=mnist --nn_type=mlp1layer --n_epochs=50 \
@@ -39,6 +40,9 @@ define_strategy_flag(_D.strategy)
 flags.DEFINE_integer("seed", _D.seed, "Random seed (the original's r_seed=5).")
 flags.DEFINE_integer("n_train", None, "Train on the first n training images (default: all).")
 flags.DEFINE_integer("n_eval", None, "Test points for --eval_robustness (default: all).")
+flags.DEFINE_integer("n_epoch_eval", None, "Test images for the per-epoch accuracy (default: all).")
+flags.DEFINE_list("upper_attacks", list(_D.upper_attacks),
+                  "Attacks whose per-point minimum is the --eval_robustness upper bound.")
 FLAGS = flags.FLAGS
 
 _CONFIG_FIELDS = [f.name for f in cl.dataclasses.fields(cl.WorkerConfig) if f.name != "verbose"]
@@ -53,6 +57,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     training.configure_devices(FLAGS.gpu_number, FLAGS.gpu_memory)
     config = cl.WorkerConfig(**{name: FLAGS[name].value for name in _CONFIG_FIELDS})
+    config.upper_attacks = tuple(config.upper_attacks)
     cl.run(config)
 
 

@@ -147,7 +147,7 @@ def test_worker_app_end_to_end(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "clean test accuracy" in out.stdout
-    assert "certified lower bound median" in out.stdout
+    assert "certified lower bound (Theorem 2.1, float32 allowance): median" in out.stdout
     bad = subprocess.run(cmd + ["--lr=-1"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0
     assert "Expected `lr` to be a finite real number > 0" in bad.stderr
@@ -220,3 +220,39 @@ def test_killed_run_keeps_monitor_records_and_whole_train_time(tmp_path, monkeyp
     again = cl.run(cl.WorkerConfig(**{**config.__dict__, "continue_train": True}))
     assert [r["epoch"] for r in again["robustness_monitor"]] == [1, 3]
     assert again["train_seconds"] >= 0.9 * killed
+
+
+def test_eval_after_train_takes_the_minimum_over_attacks_and_prints_rounded(tmp_path, capsys):
+    import re
+
+    from tfrobust.experiments import minimal_l2
+
+    attacks = ("boxed_linear", "deepfool", "ddn")
+    config = _config(tmp_path, reg_type="no", n_epochs=2, n_train=512, n_eval=24, monitor_points=0,
+                     eval_after_train=True, upper_attacks=attacks, verbose=2)
+    metrics = cl.run(config)
+    saved = np.load(os.path.join(config.run_dir(), "bounds.npz"))
+    per_attack = np.stack([saved[f"upper_{name}"] for name in attacks])
+    np.testing.assert_array_equal(saved["upper"], per_attack.min(axis=0))
+    correct = saved["pred"] == saved["y"]
+    assert np.all(saved["lower"][correct] <= saved["upper"][correct])
+    assert np.all(saved["lower"] <= saved["lower_exact"])
+    final = metrics["robustness_final"]
+    assert final["upper_attacks"] == list(attacks) and final["n_points"] == 24
+    assert sum(final[f"upper_{name}_best"] for name in attacks) >= final["n_correct"]
+    assert metrics["robustness_monitor"] == []  # monitor_points=0
+    # The summary is labelled and rounded (no raw floats like 0.6629573106765747).
+    out = capsys.readouterr().out
+    summary = out[out.index("test error on 24 points"):]
+    assert "upper bound (minimum over boxed_linear, deepfool, ddn): median" in summary
+    assert "clean test accuracy" in summary
+    assert not re.search(r"\d\.\d{4,}", summary), summary
+    # The report reuses this evaluation (same points, same attacks)...
+    assert cl_report._cached_summary(config.run_dir(), 24, attacks) is not None
+    # ... but not for another attack set or another number of points.
+    assert cl_report._cached_summary(config.run_dir(), 24, minimal_l2.UPPER_ATTACKS) is None
+    assert cl_report._cached_summary(config.run_dir(), 30, attacks) is None
+    with pytest.raises(ValueError, match="upper-bound attacks"):
+        cl.run(_config(tmp_path, upper_attacks=("pgd",)))
+    with pytest.raises(ValueError, match="monitor_points"):
+        cl.run(_config(tmp_path, monitor_points=-1))

@@ -17,6 +17,7 @@ from tfrobust.attacks.boxed_linear import BoxedLinearL2
 from tfrobust.attacks.boxed_linear import boxed_linear_step
 from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
 from tfrobust.attacks.daa import DAA
+from tfrobust.attacks.ddn import DDN
 from tfrobust.attacks.deepfool import DeepFool
 from tfrobust.attacks.ead import EAD
 from tfrobust.attacks.fab import FAB
@@ -43,7 +44,7 @@ from tfrobust.attacks.transfer import transfer_report
 __all__ = [
     "APGD", "APGDT", "FAB", "FABT", "Square",
     "Attack", "MinimizationAttack", "MinimizationResult", "is_adversarial", "nonfinite_rows",
-    "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DeepFool",
+    "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DDN", "DeepFool",
     "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",
     "Restarts", "SPSA", "TransferAttack", "transfer_report",
     "OverpoweredAttack", "OverpoweredResult", "LatentAttack", "SubstituteAttack", "SubstituteReport",

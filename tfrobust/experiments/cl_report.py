@@ -23,6 +23,7 @@ import numpy as np
 from tfrobust.evaluation import certificates
 from tfrobust.evaluation import sanity
 from tfrobust.experiments import cross_lipschitz as cl
+from tfrobust.experiments import minimal_l2
 
 
 def find_runs(root):
@@ -76,8 +77,13 @@ def _load_bounds(run_dir):
     return {k: saved[k] for k in saved.files if k != "y"}, saved["y"]
 
 
-def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
-    """Bounds for every run; returns one summary row per run."""
+def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1,
+                  attacks=None):
+    """Bounds for every run; returns one summary row per run.
+
+    `attacks` (names or `{name: kwargs}`, see `minimal_l2.robustness_bounds`)
+    overrides the upper-bound attacks each run recorded (default: all).
+    """
     rows = []
     for run_dir in run_dirs:
         config = load_run_config(run_dir)
@@ -86,7 +92,9 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         if data_dir is not None:
             config.data_dir = data_dir
         config.exp_dir = _exp_root(run_dir)
-        summary = _cached_summary(run_dir, n_eval)
+        if attacks is not None:
+            config.upper_attacks = attacks
+        summary = _cached_summary(run_dir, n_eval, config.upper_attacks)
         if summary is None:
             summary = cl.evaluate_run(config, run_dir=run_dir, batch_size=batch_size)
         b, y = _load_bounds(run_dir)
@@ -116,8 +124,8 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
     return rows
 
 
-def _cached_summary(run_dir, n_eval):
-    """The saved evaluation of `run_dir` if it covered the same test points.
+def _cached_summary(run_dir, n_eval, attacks):
+    """The saved evaluation of `run_dir` if it covered the same test points and attacks.
 
     Bounds are deterministic for a trained model, so a report over many runs
     (or a sweep started again) does not recompute them.
@@ -129,7 +137,8 @@ def _cached_summary(run_dir, n_eval):
         return None
     with open(path) as f:
         summary = json.load(f)
-    return summary if summary.get("n_points") == n_eval else None
+    same = summary.get("n_points") == n_eval and summary.get("upper_attack_spec") == minimal_l2.spec_key(attacks)
+    return summary if same else None
 
 
 def _exp_root(run_dir):
@@ -177,7 +186,8 @@ def plot(rows, path, max_radius=2.0):
     certificates.plot_curves(series, path, p=2, max_radius=max_radius)
 
 
-def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1):
+def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1,
+           attacks=None):
     """Evaluates every run below `root`; writes JSON, Markdown and PNG to out_dir.
 
     Raises:
@@ -189,7 +199,8 @@ def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1
 
     runs = find_runs(root)
     ensure_out_dir(out_dir)  # before hours of bounds, not after
-    rows = evaluate_runs(runs, data_dir=data_dir, n_eval=n_eval, radii=radii, batch_size=batch_size, verbose=verbose)
+    rows = evaluate_runs(runs, data_dir=data_dir, n_eval=n_eval, radii=radii, batch_size=batch_size, verbose=verbose,
+                         attacks=attacks)
     table = markdown_table(rows)
     with open(os.path.join(out_dir, "robustness.md"), "w") as f:
         f.write(table)

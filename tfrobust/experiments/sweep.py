@@ -83,7 +83,8 @@ def load_config_file(path, quick=False):
     return module.get_config(quick=quick)
 
 
-def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_dir=None, verbose=2, only=None):
+def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_dir=None, verbose=2, only=None,
+              report=True):
     """Trains every run of `config` not yet finished, then writes the report.
 
     Args:
@@ -97,9 +98,11 @@ def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_
             runs matching all of them are trained, so several processes or
             machines can share one grid. The report covers every finished
             run below the experiment folder.
+        report: False trains only (the report is made by a later call or
+            by `apps/eval_robustness.py`).
 
     Returns:
-        The experiment's report rows.
+        The experiment's report rows (None when `report` is False).
 
     Raises:
         ValueError: on a config without a known `experiment`, without
@@ -132,6 +135,8 @@ def run_sweep(config, *, exp_dir="exps", data_dir=None, strategy="default", out_
     for i, kwargs in enumerate(runs):
         experiment.train_run(kwargs, experiment_name=name, exp_dir=exp_dir, data_dir=data_dir,
                              strategy=strategy, verbose=verbose, index=i + 1, total=len(runs))
+    if not report:
+        return None
     root = os.path.join(exp_dir, name)
     return experiment.report(root, out_dir or os.path.join(root, "report"), data_dir=data_dir,
                              **config.get("evaluation", {}))
