@@ -247,3 +247,19 @@ def test_modules_own_their_pieces():
 def test_per_example_must_be_a_bool(per_example):
     with pytest.raises(ValueError, match=r"Expected `per_example` to be a bool"):
         regularizers.CrossLipschitz(0.1, per_example=per_example)
+
+
+def test_auto_form_follows_the_measured_cost_model():
+    # The paper's net (H = 1024, K = 10): the K gradient passes are cheaper
+    # at small batches, the closed form (fixed d H^2 cost) at large ones.
+    big = models.mlp1layer((28, 28, 1), 10)
+    assert cl.auto_form(big, tf.zeros([32, 28, 28, 1])) == "generic"
+    assert cl.auto_form(big, tf.zeros([256, 28, 28, 1])) == "mlp1layer"
+    assert cl.auto_form(big, tf.TensorSpec([None, 28, 28, 1])) == "mlp1layer"
+    assert cl.auto_form(_convnet(), np.zeros((512, 5, 5, 2), "float32")) == "generic"
+    # Both forms give the same value, and the explicit choice is kept.
+    x = np.random.default_rng(3).uniform(size=(32, 28, 28, 1)).astype("float32")
+    auto = regularizers.CrossLipschitz(1.0).penalty(big, x)
+    closed = regularizers.CrossLipschitz(1.0, form="mlp1layer").penalty(big, x)
+    np.testing.assert_allclose(float(auto), float(closed), rtol=1e-4)
+    assert regularizers.CrossLipschitz(1.0, form="mlp1layer").form == "mlp1layer"

@@ -9,8 +9,9 @@ at given radii) and one plot of accuracy against radius.
 
 The comparison is the evaluation engine's: the lower bounds become a
 `tfrobust.evaluation.certificates.Certificate`, the attack's minimal norms
-its empirical counterpart (`certificates.compare`), the plot is
-`certificates.plot_curves`, and `sanity.check_certified_vs_empirical`
+its empirical counterpart (`certificates.compare`), the figures are
+`cl_figures`' (a panel per training mode; bound against test error over
+seeds), and `sanity.check_certified_vs_empirical`
 flags a run whose certified accuracy exceeds its empirical one.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from tfrobust.evaluation import certificates
 from tfrobust.evaluation import sanity
+from tfrobust.experiments import cl_figures
 from tfrobust.experiments import cross_lipschitz as cl
 from tfrobust.experiments import minimal_l2
 
@@ -43,10 +45,13 @@ def find_runs(root):
     return found
 
 
-def load_run_config(run_dir):
+def _metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.json")) as f:
-        saved = json.load(f)["config"]
-    return cl.WorkerConfig(**saved)
+        return json.load(f)
+
+
+def load_run_config(run_dir):
+    return cl.WorkerConfig(**_metrics(run_dir)["config"])
 
 
 def compare_bounds(bounds_dict, y, radii, name="run"):
@@ -100,6 +105,7 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         b, y = _load_bounds(run_dir)
         run_name = os.path.relpath(run_dir, config.exp_dir)
         empirical, comparison = compare_bounds(b, y, radii, name=run_name)
+        metrics = _metrics(run_dir)
         row = {
             "run": run_name,
             "run_dir": run_dir,
@@ -107,7 +113,14 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
             "nn_type": config.nn_type,
             "reg_type": config.reg_type,
             "lmbd": config.lmbd,
+            "keep_hidden": config.keep_hidden,
             "adv_train": config.adv_train_flag,
+            "seed": config.seed,
+            "n_epochs": config.n_epochs,
+            "n_train": metrics.get("n_train"),
+            "train_seconds": metrics.get("train_seconds"),
+            # On the whole test split; `test_error` is on the n_eval points.
+            "test_error_full": metrics["test_error"],
             **summary,
             "radii": list(radii),
             "empirical_robust_acc": [float(v) for v in empirical],
@@ -157,13 +170,15 @@ def _fmt(value, digits=3):
 def markdown_table(rows):
     """One row per run: bounds, certified (lower) and attack (upper) accuracy per radius."""
     radii = rows[0]["radii"] if rows else []
-    head = ["dataset", "net", "reg", "λ", "adv", "test err", "upper mean", "upper median", "lower mean", "lower median"]
+    head = ["dataset", "net", "regularizer", "seed", "adv", "test err (all)", "test err (eval)", "upper mean",
+            "upper median", "lower mean", "lower median"]
     head += [f"cert. acc @{r:g}" for r in radii] + [f"attack acc @{r:g}" for r in radii]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [
-            row["dataset"], row["nn_type"], row["reg_type"], f"{row['lmbd']:g}",
+            row["dataset"], row["nn_type"], cl_figures.label(row), str(row.get("seed", "")),
             "yes" if row["adv_train"] else "no",
+            f"{100 * row.get('test_error_full', row['test_error']):.2f}%",
             f"{100 * row['test_error']:.2f}%",
             _fmt(row.get("upper_bound_mean")), _fmt(row.get("upper_bound_median")),
             _fmt(row.get("lower_bound_mean")), _fmt(row.get("lower_bound_median")),
@@ -174,21 +189,29 @@ def markdown_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path, max_radius=2.0):
-    """Certified (solid) and empirical (dashed) accuracy against L2 radius."""
-    series = []
+def plot(rows, path, max_radius=2.0, seed=None):
+    """Certified (solid) and attack (dashed) accuracy against L2 radius, a panel per training mode.
+
+    With several seeds per setting, `seed` picks the runs drawn (default:
+    the first run of each setting).
+    """
+    series = {}
     for row in rows:
         b, y = _load_bounds(row["run_dir"])
-        label = f"{row['nn_type']} {row['reg_type']}{' +adv' if row['adv_train'] else ''}"
-        _, comparison = compare_bounds(b, y, [0.0], name=label)
-        empirical = None if comparison is not None else (b["upper"], b["pred"] == y)
-        series.append((label, comparison, empirical))
-    certificates.plot_curves(series, path, p=2, max_radius=max_radius)
+        _, comparison = compare_bounds(b, y, [0.0], name=cl_figures.label(row))
+        series[row["run_dir"]] = (comparison, (b["upper"], b["pred"] == y))
+    cl_figures.plot_by_mode(rows, series, path, max_radius=max_radius, seed=seed)
 
 
 def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1.0), batch_size=128, verbose=1,
            attacks=None):
     """Evaluates every run below `root`; writes JSON, Markdown and PNG to out_dir.
+
+    `root` may be a list of folders (one report over several experiments).
+    Besides `robustness.{md,json,png}` (one row per run, accuracy against
+    radius per training mode), `robustness_grid.{md,json,png}` aggregate
+    the runs over seeds (mean ± std of the median bounds and test error per
+    regularizer setting; median bound against test error).
 
     Raises:
         FileNotFoundError: if `root` holds no trained runs.
@@ -197,7 +220,8 @@ def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1
     """
     from tfrobust.evaluation.report import ensure_out_dir
 
-    runs = find_runs(root)
+    roots = [root] if isinstance(root, str) else list(root)
+    runs = [run for r in roots for run in find_runs(r)]
     ensure_out_dir(out_dir)  # before hours of bounds, not after
     rows = evaluate_runs(runs, data_dir=data_dir, n_eval=n_eval, radii=radii, batch_size=batch_size, verbose=verbose,
                          attacks=attacks)
@@ -207,6 +231,13 @@ def report(root, out_dir, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5, 1
     with open(os.path.join(out_dir, "robustness.json"), "w") as f:
         json.dump(rows, f, indent=2)
     plot(rows, os.path.join(out_dir, "robustness.png"))
+    summary = cl_figures.grid_summary(rows)
+    with open(os.path.join(out_dir, "robustness_grid.md"), "w") as f:
+        f.write(cl_figures.grid_table(summary))
+    with open(os.path.join(out_dir, "robustness_grid.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    cl_figures.plot_grid(summary, os.path.join(out_dir, "robustness_grid.png"))
     if verbose:
         print(table)
+        print(cl_figures.grid_table(summary))
     return rows
