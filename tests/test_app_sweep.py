@@ -71,3 +71,23 @@ def test_sweep_dispatches_on_the_experiment_named_by_the_config(tmp_path):
     with pytest.raises(ValueError, match="n_epochs"):
         sweep.run_sweep(bad, exp_dir=str(tmp_path))
     assert not (tmp_path / config["experiment_name"]).exists()
+
+
+def test_lambda_grid_and_cpu_resnet_configs():
+    # Issue 15: >= 3 strengths per regularizer, 3 seeds, every run evaluated
+    # on the same points; the reduced ResNet grid holds every regularizer.
+    grid = sweep.load_config_file(os.path.join(ROOT, "configs", "cross_lipschitz_mnist_grid.py"))
+    settings = {}
+    for run in grid["runs"]:
+        strength = run["keep_hidden"] if run["reg_type"] == "dropout" else run["lmbd"]
+        settings.setdefault((run["reg_type"], strength), set()).add(run["seed"])
+        assert run["eval_after_train"] and run["n_eval"] == grid["evaluation"]["n_eval"]
+    for reg in ("weight_decay", "dropout", "cross_lipschitz"):
+        assert len({s for r, s in settings if r == reg}) >= 3
+    assert ("no", 0.0) in settings and all(len(seeds) == 3 for seeds in settings.values())
+    resnet = sweep.load_config_file(os.path.join(ROOT, "configs", "cross_lipschitz_mnist_resnet_cpu.py"))
+    assert {r["reg_type"] for r in resnet["runs"]} == {"no", "weight_decay", "dropout", "cross_lipschitz"}
+    assert all(r["nn_type"] == "resnet" for r in resnet["runs"])
+    for config in (grid, resnet):
+        for run in config["runs"]:
+            sweep.EXPERIMENTS["cross_lipschitz"].check_run(run, experiment_name="x", exp_dir=ROOT)

@@ -148,7 +148,8 @@ def grid_summary(rows):
 def _pm(entry, key, scale=1.0, digits=3):
     if f"{key}_mean" not in entry:
         return "–"
-    return f"{scale * entry[key + '_mean']:.{digits}f} ± {scale * entry[key + '_std']:.{digits}f}"
+    mean = f"{scale * entry[key + '_mean']:.{digits}f}"
+    return mean if entry["n_seeds"] < 2 else f"{mean} ± {scale * entry[key + '_std']:.{digits}f}"
 
 
 def grid_table(summary):

@@ -88,11 +88,15 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
 
     `attacks` (names or `{name: kwargs}`, see `minimal_l2.robustness_bounds`)
     overrides the upper-bound attacks each run recorded (default: all).
+    `n_eval=None` reuses each run's saved evaluation, whatever its number
+    of points, and otherwise evaluates the run's recorded `n_eval` (the
+    whole test split if it has none).
     """
     rows = []
     for run_dir in run_dirs:
         config = load_run_config(run_dir)
-        config.n_eval = n_eval
+        if n_eval is not None:
+            config.n_eval = n_eval
         config.verbose = 0
         if data_dir is not None:
             config.data_dir = data_dir
@@ -100,6 +104,8 @@ def evaluate_runs(run_dirs, *, data_dir=None, n_eval=None, radii=(0.1, 0.2, 0.5,
         if attacks is not None:
             config.upper_attacks = attacks
         summary = _cached_summary(run_dir, n_eval, config.upper_attacks)
+        if summary is None and n_eval is None and config.n_eval is not None:
+            summary = _cached_summary(run_dir, config.n_eval, config.upper_attacks)
         if summary is None:
             summary = cl.evaluate_run(config, run_dir=run_dir, batch_size=batch_size)
         b, y = _load_bounds(run_dir)
@@ -144,13 +150,14 @@ def _cached_summary(run_dir, n_eval, attacks):
     (or a sweep started again) does not recompute them.
     """
     path = os.path.join(run_dir, "robustness.json")
-    if n_eval is None or not os.path.exists(path):
+    if not os.path.exists(path):
         return None
     if os.path.getmtime(path) < os.path.getmtime(os.path.join(run_dir, "model.keras")):
         return None
     with open(path) as f:
         summary = json.load(f)
-    same = summary.get("n_points") == n_eval and summary.get("upper_attack_spec") == minimal_l2.spec_key(attacks)
+    same = (n_eval is None or summary.get("n_points") == n_eval) and (
+        summary.get("upper_attack_spec") == minimal_l2.spec_key(attacks))
     return summary if same else None
 
 
