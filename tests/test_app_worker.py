@@ -81,9 +81,15 @@ def test_report_over_runs(trained_run, tmp_path):
     )
     assert len(rows) == 1
     assert rows[0]["lower_le_upper_violations"] == 0
-    for name in ("robustness.md", "robustness.json", "robustness.png"):
+    for name in ("robustness.md", "robustness.json", "robustness.png", "robustness_grid.md",
+                 "robustness_grid.json", "robustness_grid.png"):
         assert (tmp_path / name).exists()
-    assert "cross_lipschitz" in (tmp_path / "robustness.md").read_text()
+    # λ in the labels (issue 15: two Cross-Lipschitz runs carried one label).
+    assert "Cross-Lipschitz λ=0.001" in (tmp_path / "robustness.md").read_text()
+    grid = json.loads((tmp_path / "robustness_grid.json").read_text())
+    assert [g["n_seeds"] for g in grid] == [1]
+    assert grid[0]["upper_median_mean"] == pytest.approx(rows[0]["upper_bound_median"])
+    assert grid[0]["test_error_mean"] == pytest.approx(rows[0]["test_error_full"])
 
 
 def test_existing_checkpoints_need_continue_train(trained_run):

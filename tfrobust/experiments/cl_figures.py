@@ -91,22 +91,30 @@ def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None):
     grid = np.linspace(0.0, max_radius, 101)
     fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes) + 2.6, 4.2), squeeze=False)
     for ax, mode in zip(axes[0], modes):
+        in_mode = [r for r in rows if _mode(r) == mode]
+        seeds = sorted({r.get("seed") for r in in_mode if r.get("seed") is not None})
+        shown = seed if seed is not None else (seeds[0] if seeds else None)
         chosen = {}
-        for row in rows:
-            if _mode(row) == mode and (seed is None or row.get("seed") == seed):
+        for row in in_mode:
+            if shown is None or row.get("seed") == shown:
                 chosen.setdefault(setting(row), row)
+        # Style key first; then one entry (the colour) per setting.
+        ax.plot([], [], "-", color="black", lw=1.6, label="certified (lower bound)")
+        ax.plot([], [], "--", color="black", lw=1.6, label="attack (upper bound)")
         for key in sorted(chosen, key=_sort_key):
             row = chosen[key]
             comparison, (norm, clean) = series[row["run_dir"]]
             colour = colours[key]
             if comparison is not None:
                 certified, _ = comparison.curves(grid)
-                ax.plot(grid, certified, "-", color=colour, lw=1.6, label=f"{label(row)}, certified")
-            ax.plot(grid, certificates.empirical_accuracy(norm, clean, grid), "--", color=colour, lw=1.6,
-                    label=f"{label(row)}, attack")
-        ax.set_title(mode, fontsize=10)
+                ax.plot(grid, certified, "-", color=colour, lw=1.6)
+            ax.plot(grid, certificates.empirical_accuracy(norm, clean, grid), "--", color=colour, lw=1.6)
+            ax.plot([], [], "s", color=colour, ms=6, label=label(row))
+        title = mode if shown is None or len(seeds) < 2 else f"{mode} (seed {shown})"
+        n_points = sorted({int(r["n_points"]) for r in chosen.values()})
+        ax.set_title(f"{title}\n{'/'.join(map(str, n_points))} test points", fontsize=9)
         ax.set_xlabel("L2 radius")
-        ax.set_ylabel("accuracy (certified: solid, attack: dashed)", fontsize=8)
+        ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlim(0.0, max_radius)
         ax.grid(alpha=0.3)
@@ -188,9 +196,7 @@ def plot_grid(summary, path):
             points = [e for e in summary if e["mode"] == mode and e["reg_type"] == reg and f"{key}_mean" in e]
             if not points:
                 continue
-            import matplotlib as mpl
-
-            colour = mpl.colormaps[_CMAPS[reg]](0.8)
+            colour = matplotlib.colormaps[_CMAPS[reg]](0.8)
             x = [100 * e["test_error_mean"] for e in points]
             ax.errorbar(x, [e[f"{key}_mean"] for e in points],
                         xerr=[100 * e["test_error_std"] for e in points],
@@ -205,6 +211,7 @@ def plot_grid(summary, path):
         ax.set_title(f"{mode}\n{what}", fontsize=9)
         ax.set_xlabel("test error (%)")
         ax.set_ylabel("median minimal L2 change")
+        ax.ticklabel_format(useOffset=False)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
                        title="λ or keep rate at the points", title_fontsize=6.5)
