@@ -1,8 +1,8 @@
 """Cross-Lipschitz training and robustness evaluation (the original worker.py).
 
 Flags and defaults mirror Hein & Andriushchenko's `worker.py`; `--data_dir`,
-`--exp_dir`, `--strategy`, `--seed`, `--n_train`, `--n_eval`, `--n_epoch_eval` and
-`--upper_attacks` are additions.
+`--exp_dir`, `--strategy`, `--seed`, `--n_train`, `--n_eval`, `--n_epoch_eval`, `--monitor_points`,
+`--eval_after_train` and `--upper_attacks` are additions.
 
     python apps/worker.py --reg_type=cross_lipschitz
     python apps/worker.py --dataset=mnist --nn_type=mlp1layer --n_epochs=50 \
@@ -41,6 +41,10 @@ flags.DEFINE_integer("seed", _D.seed, "Random seed (the original's r_seed=5).")
 flags.DEFINE_integer("n_train", None, "Train on the first n training images (default: all).")
 flags.DEFINE_integer("n_eval", None, "Test points for --eval_robustness (default: all).")
 flags.DEFINE_integer("n_epoch_eval", None, "Test images for the per-epoch accuracy (default: all).")
+flags.DEFINE_integer("monitor_points", _D.monitor_points,
+                     "Test points of the training-time robustness monitor (0: off).", lower_bound=0)
+flags.DEFINE_bool("eval_after_train", _D.eval_after_train,
+                  "Run the --eval_robustness evaluation right after training.")
 flags.DEFINE_list("upper_attacks", list(_D.upper_attacks),
                   "Attacks whose per-point minimum is the --eval_robustness upper bound.")
 FLAGS = flags.FLAGS

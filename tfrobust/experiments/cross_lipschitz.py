@@ -454,7 +454,7 @@ def _print_summary(metrics):
         f"training time {metrics['train_seconds']:.0f} s"
     )
     final = metrics["robustness_final"]
-    if final is not None and "upper_attacks" not in final:  # eval_after_train printed its own
+    if final is not None and not metrics["config"]["eval_after_train"]:  # that printed its own
         _print_bounds(final, "boxed-linear attack")
 
 
