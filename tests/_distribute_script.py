@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+T0 = time.time()
 EPOCHS = 2
 BATCH_SIZE = 32
 EVAL_BATCH = 16
@@ -67,6 +68,11 @@ class _Pause(keras.callbacks.Callback):
             time.sleep(600)
 
 
+def _phase(name):
+    # Progress lines with times: a timed-out test shows where its worker was.
+    print(f"{name} at {time.time() - T0:.1f} s ({time.process_time():.1f} s CPU)", flush=True)
+
+
 def run(strategy, checkpoint_dir=None, log_dir=None, pause_marker=None):
     """`(weights, {name: per-example arrays}, history)` of the fit and the evaluation."""
     from tfrobust import training
@@ -82,11 +88,13 @@ def run(strategy, checkpoint_dir=None, log_dir=None, pause_marker=None):
         learning_rate=0.3, checkpoint_dir=checkpoint_dir, log_dir=log_dir, seed=1,
         verbose=0, strategy=strategy,
         callbacks=(_Pause(pause_marker),) if pause_marker else ())
+    _phase("fit done")
     # Imported after the fit: a worker killed during it never pays for it.
     from tfrobust.evaluation import evaluate
 
     result = evaluate(model, (x[:64], y[:64]), make_attacks(), batch_size=EVAL_BATCH,
                       sanity_checks=False, verbose=0, strategy=strategy)
+    _phase("evaluate done")
     per_example = {"clean_pred": result.clean_pred}
     for name, a in result.attacks.items():
         per_example[f"{name}_pred"] = a.pred
@@ -95,9 +103,16 @@ def run(strategy, checkpoint_dir=None, log_dir=None, pause_marker=None):
     return model.get_weights(), per_example, history
 
 
-def certify_both(strategy):
-    """`Smooth.certify_batch` of 8 images in two groups, plain and over `strategy`."""
-    from tfrobust.smoothing import Smooth
+def smoothing_both(strategy):
+    """Smoothing over two groups of images, plain and over `strategy`, on one base.
+
+    `Smooth.certify_batch` of 8 images in batches of 4 and
+    `SmoothedClassifier.predict_dataset` of 10 images in batches of 3 (the
+    last batch is smaller: 4 batches, two steps of two replicas), its
+    scores and then its top-2 classes (the second run starts where the
+    first left the generator).
+    """
+    from tfrobust.smoothing import Smooth, SmoothedClassifier
 
     x, _ = make_data()
     keras.utils.set_random_seed(0)
@@ -107,9 +122,13 @@ def certify_both(strategy):
     out = {}
     for name, spread in (("plain", None), ("dist", strategy)):
         smooth = Smooth(base, NUM_CLASSES, 0.5, seed=7)
-        # batch_size 4 on 8 images: two groups, one per replica.
         res = smooth.certify_batch(x[:8], 8, 32, 0.01, 4, strategy=spread)
         out[f"smooth_{name}_counts"], out[f"smooth_{name}_radius"] = res.counts, res.radius
+        smoothed = SmoothedClassifier(base, sigma=0.5, n=16, vote="prediction", seed=7)
+        out[f"smoothed_{name}_scores"] = smoothed.predict_dataset(x[:10], batch_size=3, strategy=spread)
+        out[f"smoothed_{name}_top2"] = smoothed.predict_dataset(x[:10], batch_size=3, k=2,
+                                                                strategy=spread)
+    _phase("smoothing done")
     return out
 
 
@@ -132,17 +151,18 @@ def main():
 
     name = {"mirrored2": "mirrored:/cpu:0,/cpu:1"}.get(args.strategy, args.strategy)
     strategy = make_strategy(name)
+    _phase("strategy made")
     weights, per_example, history = run(strategy, args.checkpoint_dir, args.log_dir,
                                         args.pause_marker)
     if args.strategy == "mirrored2":
-        per_example.update(certify_both(strategy))
+        per_example.update(smoothing_both(strategy))
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     with distribute.output_dir(strategy, args.out_dir) as out:
         np.savez(os.path.join(out, "result.npz"), *weights, **per_example)
         with open(os.path.join(out, "task.json"), "w") as f:
             json.dump({"task": task, "replicas": strategy.num_replicas_in_sync,
                        "initial_epoch": history.initial_epoch}, f)
-    print("DONE", task, flush=True)
+    print("DONE", task, time.time(), flush=True)
 
 
 if __name__ == "__main__":

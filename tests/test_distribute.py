@@ -121,6 +121,13 @@ def test_two_logical_devices_match_one_device(tmp_path, reference):
     assert got["smooth_plain_counts"].sum() == 8 * 32
     np.testing.assert_array_equal(got["smooth_dist_counts"], got["smooth_plain_counts"])
     np.testing.assert_array_equal(got["smooth_dist_radius"], got["smooth_plain_radius"])
+    # SmoothedClassifier.predict_dataset over two replicas: the scores and
+    # classes of strategy=None, and the noise changed some votes.
+    votes = np.exp(got["smoothed_plain_scores"])
+    assert votes.shape == (10, 4) and np.all(votes.max(axis=1) < 1 + 1e-6) and np.any(votes.max(axis=1) < 0.99)
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(got["smoothed_dist_scores"], got["smoothed_plain_scores"])
+    np.testing.assert_array_equal(got["smoothed_dist_top2"], got["smoothed_plain_top2"])
 
 
 def test_multi_worker_killed_worker_resumes_to_the_single_process_results(tmp_path, reference):
@@ -215,6 +222,28 @@ def test_bad_arguments():
 
     with pytest.raises(ValueError, match="strategy"):
         evaluate(lambda x: x, (np.zeros((1, 2), np.float32), np.zeros(1, int)), [], strategy="mirrored")
+
+
+def test_smoothed_predict_dataset_plain_path():
+    """One batch draws what a direct call draws; batches after it draw new noise; bad arguments."""
+    import keras
+
+    from tfrobust.smoothing import SmoothedClassifier
+
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).uniform(size=(6, 4)).astype(np.float32)
+    direct = SmoothedClassifier(base, sigma=1.0, n=8, vote="soft", seed=4)(x)
+    smoothed = SmoothedClassifier(base, sigma=1.0, n=8, vote="soft", seed=4)
+    np.testing.assert_allclose(smoothed.predict_dataset(x, batch_size=6), direct, rtol=0, atol=1e-5)
+    two = smoothed.predict_dataset(np.concatenate([x, x]), batch_size=6)
+    assert not np.allclose(two[:6], two[6:]) and not np.allclose(two[:6], direct)
+    with pytest.raises(ValueError, match="strategy"):
+        smoothed.predict_dataset(x, strategy="mirrored")
+    with pytest.raises(ValueError, match="`x`"):
+        smoothed.predict_dataset(np.zeros((2, 4), np.int32))
+    with pytest.raises(ValueError, match="batch_size"):
+        smoothed.predict_dataset(x, batch_size=0)
 
 
 def test_attack_app_library_with_a_strategy_matches_default(tmp_path):

@@ -13,9 +13,10 @@ outputs = distribute.run_batches(
     streams=streams)                          # [(x_adv0,), (x_adv1,), ...]
 ```
 
-Used by `tfrobust.evaluation.evaluate(..., strategy=)` and
-`evaluation.auto_attack(..., strategy=)`; any per-example computation
-(e.g. certification sampling) can reuse it.
+Used by `tfrobust.evaluation.evaluate(..., strategy=)`,
+`evaluation.auto_attack(..., strategy=)`, `smoothing.Smooth.certify_batch`
+and `smoothing.SmoothedClassifier.predict_dataset`; `map_batches` is the
+one call for code that runs with or without a strategy.
 
 **How the work is split.** A replica runs whole batches, never a slice of
 one: global step k gives batch `k * R + r` to replica r (R replicas in sync,
@@ -51,7 +52,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["BatchStreams", "is_chief", "output_dir", "run_batches", "write_dir"]
+__all__ = ["BatchStreams", "is_chief", "map_batches", "output_dir", "run_batches", "write_dir"]
 
 # Samples skipped between the streams of consecutive batches (2**40 samples
 # is far more than any attack draws on one batch; 2**23 batches fit in int64).
@@ -177,7 +178,11 @@ def run_batches(strategy, fn, batches, *, streams=None):
         out = fn(*args)
         return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
-    @tf.function
+    # autograph=False: AutoGraph would transpile every Python function the
+    # replica calls (an attack's whole call: ~80 functions, seconds of CPU per
+    # run); the compiled functions inside convert themselves, as on the
+    # single-device path, and a Python `if` on a tensor fails loudly.
+    @tf.function(autograph=False)
     def step(args, states):
         out = strategy.run(replica_fn, args=(args, states))
         # A tuple of per-replica values -> one tensor per output, replicas
@@ -205,6 +210,41 @@ def run_batches(strategy, fn, batches, *, streams=None):
             if i < len(batches):
                 results.append(tuple(g[sizes[r]:sizes[r + 1]] for g in gathered))
     return results
+
+
+def map_batches(strategy, fn, batches, *, streams=None):
+    """`run_batches` over `strategy`, or (strategy None) the same batches in order on this device.
+
+    Both paths run `fn` compiled (a `tf.function` here; `strategy.run`
+    there) and put batch b on random stream b, so they give the same
+    outputs; afterwards the generators are left at the stream after the
+    last batch (`BatchStreams.finish`).
+
+    Args:
+        strategy: a `tf.distribute.Strategy` or None.
+        fn, batches, streams: as in `run_batches`.
+
+    Returns:
+        A list with one tuple of NumPy arrays per batch, in batch order.
+
+    Raises:
+        ValueError: as `run_batches`.
+    """
+    streams = streams if streams is not None else BatchStreams()
+    if strategy is not None:
+        out = run_batches(strategy, fn, batches, streams=streams)
+    else:
+        batches = [tuple(np.asarray(a) for a in b) for b in batches]
+        if not batches:
+            raise ValueError("Expected at least one batch. Received: batches=[]")
+        step = tf.function(fn, reduce_retracing=True, autograph=False)
+        out = []
+        for i, b in enumerate(batches):
+            streams.enter(i)
+            r = step(*[tf.constant(a) for a in b])
+            out.append(tuple(np.asarray(t) for t in (r if isinstance(r, (tuple, list)) else (r,))))
+    streams.finish(len(batches))
+    return out
 
 
 def is_chief(strategy):

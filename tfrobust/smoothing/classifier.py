@@ -15,6 +15,7 @@ scores = smoothed(x)                       # [4, 10] log vote fractions
 smoothed.set_knobs(sigma=0.5, n=128)       # run-time knobs (variables)
 scores = smoothed(x, sigma=0.1, n=8)       # per-call overrides
 top3 = smoothed.predict_top_k(x, k=3)      # [4, 3] classes, the original's rule
+scores = smoothed.predict_dataset(x, batch_size=2)   # batch by batch (strategy=: over replicas)
 ```
 
 The n noisy passes `base(x + sigma * eps)` are folded into the batch: each
@@ -24,6 +25,7 @@ passes), so `n` may be a tensor (an exported model's serving argument).
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfrobust import _random
@@ -280,6 +282,59 @@ class SmoothedClassifier(keras.Model):
             chosen.append(c)
             taken = taken + tf.one_hot(c, hist.shape[-1])
         return tf.stack(chosen, axis=1)
+
+    def predict_dataset(self, x, *, batch_size=128, k=None, sigma=None, n=None, strategy=None):
+        """Smoothed scores (or top-k classes) of many inputs, batch by batch, optionally over replicas.
+
+        Batch b holds inputs `[b * batch_size, (b + 1) * batch_size)` and
+        draws its noise from its own stream (`tfrobust.distribute.BatchStreams`:
+        the seed generator's state at the start of the run, moved by b), so
+        an input's noise depends on its index and `batch_size`, never on the
+        replica or worker that runs it: with a strategy the result equals
+        that of `strategy=None`.
+
+        Args:
+            x: float array `[M, ...]`, M >= 1.
+            batch_size: inputs per call (>= 1); each call makes `n` passes.
+            k: None for the scores of `call`; an int for `predict_top_k`'s
+                classes.
+            sigma, n: optional per-call overrides (validated numbers).
+            strategy: optional `tf.distribute.Strategy`: whole batches are
+                dealt to its replicas inside `strategy.run` and gathered
+                back in order (`tfrobust.distribute.run_batches`). Build the
+                base under `strategy.scope()` and create this classifier
+                and call this method outside it (a seed generator created
+                inside a scope draws per replica).
+
+        Returns:
+            NumPy float32 scores `[M, K]`, or int32 classes `[M, k]` when
+            `k` is given. The seed generator is left after the last batch's
+            stream (the next run draws new noise).
+
+        Raises:
+            ValueError: on a non-float or empty `x`, `batch_size < 1`,
+                `k < 1`, a bad `sigma` or `n`, or a bad `strategy`.
+        """
+        from tfrobust import distribute
+
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating) or x.ndim < 2 or len(x) == 0:
+            raise _validate.error("x", "a non-empty float array [M, ...]", x,
+                                  received=f"x.dtype={x.dtype}, x.shape={x.shape}")
+        batch_size = _validate.check_int(batch_size, name="batch_size", minimum=1)
+        k = _validate.check_int(k, name="k", minimum=1, allow_none=True)
+        sigma = None if sigma is None else _check_sigma(sigma)
+        n = None if n is None else _check_n(n)
+
+        def scores(xb):
+            if k is None:
+                return self(xb, sigma=sigma, n=n)
+            return self.predict_top_k(xb, k, sigma=sigma, n=n)
+
+        x = x.astype(np.float32)
+        batches = [(x[i:i + batch_size],) for i in range(0, len(x), batch_size)]
+        outs = distribute.map_batches(strategy, scores, batches, streams=distribute.BatchStreams.of([self]))
+        return np.concatenate([out for (out,) in outs])
 
     def export_with_knobs(self, path, input_shape=None):
         """Writes a SavedModel with `serve(x)` (the current knobs) and
