@@ -51,7 +51,7 @@ def test_grid_summary_is_mean_and_std_over_seeds(rows):
     assert "lower_median_mean" not in resnet and resnet["n_seeds"] == 1
     table = cl_figures.grid_table(summary)
     assert "| one hidden layer, plain training | none | 3 | 4.00 ± 0.20 | 1.000 ± 0.020 |" in table
-    assert "| ResNet-32, plain training | weight decay λ=0.0001 | 1 | 5.00 | 0.900 | – | – |" in table
+    assert "| ResNet-32, plain training | weight decay λ=0.0001 | 1 | 5.00 | 0.900 | – | – | – |" in table
 
 
 def test_figures_are_written(rows, tmp_path):

@@ -131,8 +131,9 @@ def grid_summary(rows):
         A list of dicts with `mode`, `reg_type`, `strength`, `label`,
         `n_seeds` and mean / std over seeds of `test_error` (whole test
         split), `upper_median` and `lower_median` (each run's median over
-        its correctly classified evaluation points), in the regularizers'
-        order and by increasing strength.
+        its correctly classified evaluation points) and `boxed_ratio` (the
+        median ratio of the boxed-linear attack's norm to the upper bound),
+        in the regularizers' order and by increasing strength.
     """
     groups = {}
     for row in rows:
@@ -142,7 +143,8 @@ def grid_summary(rows):
         entry = {"mode": mode, "reg_type": reg, "strength": strength, "label": label(members[0]),
                  "n_seeds": len(members), "seeds": sorted(m.get("seed") for m in members)}
         for key, field in (("test_error", "test_error_full"), ("upper_median", "upper_bound_median"),
-                           ("lower_median", "lower_bound_median")):
+                           ("lower_median", "lower_bound_median"),
+                           ("boxed_ratio", "upper_boxed_linear_ratio_median")):
             values = np.array([np.nan if m.get(field) is None else m[field] for m in members], float)
             if np.all(np.isnan(values)):
                 continue
@@ -163,14 +165,14 @@ def _pm(entry, key, scale=1.0, digits=3):
 def grid_table(summary):
     """Markdown: mean ± std over seeds per setting."""
     head = ["training mode", "regularizer", "seeds", "test error (%)", "median upper bound",
-            "median lower bound", "lower / upper"]
+            "median lower bound", "lower / upper", "boxed-linear alone / upper"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
         ratio = "–"
         if "lower_median_mean" in e and e.get("upper_median_mean"):
             ratio = f"{e['lower_median_mean'] / e['upper_median_mean']:.2f}"
         cells = [e["mode"], e["label"], str(e["n_seeds"]), _pm(e, "test_error", 100.0, 2),
-                 _pm(e, "upper_median"), _pm(e, "lower_median"), ratio]
+                 _pm(e, "upper_median"), _pm(e, "lower_median"), ratio, _pm(e, "boxed_ratio")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -125,9 +125,11 @@ def summarize_bounds(bounds_dict, y):
     """Mean and median bounds over the correctly classified points.
 
     Besides `upper_bound_*` and `lower_bound_*`: per attack its median and
-    the number of points where it alone or jointly gave the minimum
-    (`upper_<name>_median`, `upper_<name>_best`), and the median rounding
-    allowance `lower_exact - lower` (`rounding_allowance_median`).
+    the number of points where it alone or jointly gave the minimum and the
+    median ratio of its norm to the minimum (`upper_<name>_median`,
+    `upper_<name>_best`, `upper_<name>_ratio_median`), and the rounding
+    allowance `lower_exact - lower` (`rounding_allowance_median`, and its
+    largest fraction of the exact radius, `rounding_allowance_relative_max`).
     """
     correct = bounds_dict["pred"] == y
     summary = {"n_points": int(len(y)), "n_correct": int(correct.sum())}
@@ -141,10 +143,17 @@ def summarize_bounds(bounds_dict, y):
         values = bounds_dict[f"upper_{name}"][correct]
         finite = values[np.isfinite(values)]
         summary[f"upper_{name}_median"] = float(np.median(finite)) if finite.size else None
-        summary[f"upper_{name}_best"] = int(np.sum(values <= bounds_dict["upper"][correct]))
+        best = bounds_dict["upper"][correct]
+        summary[f"upper_{name}_best"] = int(np.sum(values <= best))
+        both = np.isfinite(values) & np.isfinite(best) & (best > 0)
+        # How far this attack alone is above the minimum (1.0: never worse).
+        summary[f"upper_{name}_ratio_median"] = float(np.median(values[both] / best[both])) if both.any() else None
     if "lower_exact" in bounds_dict:
         allowance = (bounds_dict["lower_exact"] - bounds_dict["lower"])[correct]
+        exact = bounds_dict["lower_exact"][correct]
+        relative = allowance[exact > 0] / exact[exact > 0]
         summary["rounding_allowance_median"] = float(np.median(allowance)) if allowance.size else None
+        summary["rounding_allowance_relative_max"] = float(relative.max()) if relative.size else None
     return summary
 
 
