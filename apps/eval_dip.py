@@ -7,12 +7,15 @@
 Clean and BIM (crafted on the unprotected classifier) accuracy vs the number
 of DIP iterations (the early-stopping curve, `curve.png`), and BIM with
 BPDA + EoT through DIP at `--attack_dip_steps`. Writes `results.json`,
-`results.md`, `curve.png`, `reconstructions.png`.
+`results.md`, `curve.png`, `reconstructions.png`. `--strategy` deals the
+batches (BIM crafting, DIP fits, adaptive attack) to replicas; only the
+chief writes.
 """
 
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("classifier", "runs/cifar_resnet20/model.keras", "Trained CIFAR-10 classifier (.keras).")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
@@ -29,6 +32,7 @@ flags.DEFINE_integer("n_eot", 2, "EoT draws per attack step.", lower_bound=1)
 flags.DEFINE_float("lr", 0.01, "DIP Adam learning rate (Ulyanov et al.: 0.01).")
 flags.DEFINE_integer("channels", 32, "DIP filters per convolution (Ulyanov et al.: 128).", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+define_strategy_flag()
 FLAGS = flags.FLAGS
 
 
@@ -46,7 +50,7 @@ def main(argv):
         classifier=FLAGS.classifier, data_dir=FLAGS.data_dir, out_dir=FLAGS.out_dir, n=FLAGS.n,
         batch_size=FLAGS.batch_size, eps=FLAGS.eps, bim_steps=FLAGS.bim_steps, curve_steps=curve_steps,
         attack_dip_steps=FLAGS.attack_dip_steps, attack_steps=FLAGS.attack_steps, n_eot=FLAGS.n_eot,
-        learning_rate=FLAGS.lr, channels=FLAGS.channels, seed=FLAGS.seed))
+        learning_rate=FLAGS.lr, channels=FLAGS.channels, seed=FLAGS.seed, strategy=FLAGS.strategy))
     from tfrobust.experiments.dip_eval import _markdown
     print(_markdown(results))
 

@@ -11,11 +11,14 @@ adversarial training; L2-PGD robust accuracy of the trained classifiers:
 Each part (`--parts=static,adaptive,overpowered,robust,figure`) writes its
 reports (JSON, Markdown, PNG) under `--out_dir`; `summary.json` collects
 them. The defaults are the original settings; every cost knob is a flag.
+`--strategy` spreads the plain classifiers' evaluations (`static` on the
+plain classifier, `robust`) over replicas; only the chief writes.
 """
 
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 
 flags.DEFINE_string("classifier", "runs/clf_plain/model.keras", "The plain classifier (.keras).")
@@ -51,6 +54,7 @@ flags.DEFINE_list("robust_eps", ["1.5", "2.5"], "L2 budgets of the robust-accura
 flags.DEFINE_integer("robust_steps", 100, "PGD steps of the robust-accuracy check.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 100, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+define_strategy_flag()  # the plain classifiers' evaluations
 FLAGS = flags.FLAGS
 
 
@@ -74,7 +78,7 @@ def main(argv):
         substitute_seed=FLAGS.substitute_seed, substitute_rounds=FLAGS.substitute_rounds,
         substitute_epochs=FLAGS.substitute_epochs, op_pairs=FLAGS.op_pairs, op_steps=FLAGS.op_steps,
         op_eps=FLAGS.op_eps, robust_eps=robust_eps, robust_steps=FLAGS.robust_steps,
-        batch_size=FLAGS.batch_size, seed=FLAGS.seed))
+        batch_size=FLAGS.batch_size, seed=FLAGS.seed, strategy=FLAGS.strategy))
 
 
 if __name__ == "__main__":

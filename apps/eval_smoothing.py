@@ -8,11 +8,16 @@ Clean / PGD / EPGD / PGD-on-soft-smoothing accuracy without smoothing and
 with each vote rule over a grid of m and sigma (the original's
 `--check_hyper_params`), black-box transfer and NAttack rows. Writes
 `results.json`, `results.md`, `grid.png` and the engine report (`engine/`).
+`--strategy` spreads the engine's white-box attacks over replicas (the grid
+and black-box rows run on one device); only the chief writes.
 """
+
+import os
 
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("model", "runs/smoothing/model.keras", "model.keras of apps/train_smoothing.py (or a base).")
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist"], "Dataset.")
@@ -35,6 +40,7 @@ flags.DEFINE_integer("nattack_m", 4, "Passes of the vote NAttack queries.", lowe
 flags.DEFINE_boolean("sanity_checks", True, "Run the engine's sanity checks.")
 flags.DEFINE_integer("batch_size", 100, "Images per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+define_strategy_flag()  # the engine's attacks
 FLAGS = flags.FLAGS
 
 
@@ -59,9 +65,11 @@ def main(argv):
         sigma_grid=None if FLAGS.sigma_grid is None else _numbers(FLAGS.sigma_grid, "sigma_grid", float),
         transfer=FLAGS.transfer, n_nattack=FLAGS.n_nattack, nattack_steps=FLAGS.nattack_steps,
         nattack_samples=FLAGS.nattack_samples, nattack_m=FLAGS.nattack_m, sanity_checks=FLAGS.sanity_checks,
-        batch_size=FLAGS.batch_size, seed=FLAGS.seed)
+        batch_size=FLAGS.batch_size, seed=FLAGS.seed, strategy=FLAGS.strategy)
     results = evaluate_smoothing(config)
-    print(open(f"{config.out_dir}/results.md").read())
+    report = os.path.join(config.out_dir, "results.md")
+    if os.path.exists(report):  # a non-chief worker writes nothing there
+        print(open(report).read())
     print("seconds:", results["timing_seconds"])
 
 

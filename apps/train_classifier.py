@@ -15,6 +15,7 @@ killed run resumes when started again with the same flags).
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("dataset", "mnist", "Dataset: mnist or cifar10.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
@@ -41,7 +42,7 @@ flags.DEFINE_integer("n_eval", 1000, "Test images for the per-epoch and final ev
 flags.DEFINE_integer("eval_steps", 100, "PGD steps of the final robust-accuracy check.", lower_bound=1)
 flags.DEFINE_string("out_dir", "runs/classifier", "Output folder.")
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
+define_strategy_flag()
 flags.DEFINE_integer("verbose", 2, "0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0)
 FLAGS = flags.FLAGS
 

@@ -12,6 +12,7 @@ generator as `generator.keras` and `generator_savedmodel/` (the VAE also as
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_enum("model", "vae", ["vae", "wgan_gp"], "Generator to train.")
 flags.DEFINE_string("dataset", "mnist", "Dataset name (mnist).")
@@ -27,7 +28,7 @@ flags.DEFINE_integer("n_critic", 5, "WGAN-GP: critic updates per generator updat
 flags.DEFINE_float("gp_weight", 10.0, "WGAN-GP: gradient penalty weight.")
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar.", lower_bound=0)
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
+define_strategy_flag()
 FLAGS = flags.FLAGS
 
 

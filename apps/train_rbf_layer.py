@@ -5,6 +5,10 @@
 writes the templates (`.npz`), their description and EM history (`.json`)
 and a PNG grid of the means. `--method=gradient` trains v2's fixed number of
 templates by gradient descent instead of the numba EM.
+
+No `--strategy`: the EM runs in numba on NumPy arrays, outside TensorFlow,
+and the gradient variant fits one RBF layer (a few hundred weights on 3x3
+patches) whose steps replicas would only slow down with synchronisation.
 """
 
 from absl import app, flags

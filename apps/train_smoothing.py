@@ -13,6 +13,7 @@ checkpoints (a killed run resumes), TensorBoard logs, `model.keras` (the
 from absl import app, flags
 
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "mnist"], "Dataset (the original: cifar10 only).")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
@@ -49,7 +50,7 @@ flags.DEFINE_integer("n_train", None, "Use the first n training images.", lower_
 flags.DEFINE_integer("n_eval", 500, "Test images evaluated (smoothed) after each epoch.", lower_bound=1)
 flags.DEFINE_string("resume", None, "base.keras of an earlier run to fine-tune from (the original's --resume).")
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy: default, mirrored, one_device, multi_worker.")
+define_strategy_flag()
 flags.DEFINE_integer("verbose", 2, "0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0)
 FLAGS = flags.FLAGS
 

@@ -24,7 +24,7 @@ def test_eval_manifold_end_to_end(data_dir, tmp_path):
         out_dir=str(out), n_static=6, n_adaptive=3, inc_steps=3, attack_inc_steps=2, eot=2, pgd_steps=2,
         bpda_steps=2, cw_steps=2, cw_search=1, latent_copies=2, latent_noise=2, latent_steps=2, substitute_seed=6,
         substitute_rounds=2, substitute_epochs=1, op_pairs=3, op_steps=2, robust_eps=(1.5,), robust_steps=2,
-        batch_size=6))
+        batch_size=6, strategy="one_device"))  # static-plain and robust through tfrobust.distribute
     on_disk = json.loads((out / "summary.json").read_text())
     assert set(on_disk) >= {"static_plain", "static_inc", "adaptive_inc", "overpowered", "robust", "config"}
     for part in ("static_plain", "static_inc", "adaptive_inc"):

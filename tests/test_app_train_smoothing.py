@@ -58,7 +58,7 @@ def test_eval_app_grid_transfer_and_nattack(trained, data_dir, tmp_path):
     args = ["--dataset=mnist", f"--model={out / 'model.keras'}", "--n_test=6", "--steps=1", "--m_attack=2",
             "--m_grid=1,2", "--sigma_grid=0.1,0.24648", f"--transfer={out / 'model.keras'}", "--n_nattack=2",
             "--nattack_steps=1", "--nattack_samples=4", "--nattack_m=1", "--nosanity_checks",
-            f"--out_dir={tmp_path}"]
+            "--strategy=one_device", f"--out_dir={tmp_path}"]  # the engine through tfrobust.distribute
     code, log = _run(EVAL, args, data_dir)
     assert code == 0, log
     results = json.loads((tmp_path / "results.json").read_text())

@@ -55,6 +55,10 @@ def test_every_app_reports_bad_flags_without_traceback(digits_model, tmp_path):
         ("eval_robustness.py", [f"--exp_dir={tmp_path / 'missing'}"], "Expected a folder of experiments"),
         ("sweep.py", [f"--config={tmp_path / 'missing.py'}"], "config"),
         ("worker.py", ["--gpu_memory=5", f"--exp_dir={tmp_path}"], "gpu_memory"),
+        # An unknown --strategy is refused when the flags are parsed (every app
+        # defines it with tfrobust.experiments._flags.define_strategy_flag).
+        ("eval_dip.py", ["--strategy=bogus", f"--out_dir={tmp_path / 'o'}"],
+         "flag --strategy=bogus: Expected --strategy to be one of default"),
     ]
     # The processes share the machine's cores; they run side by side.
     procs = [(_start(app, args), message) for app, args, message in cases]

@@ -5,8 +5,10 @@
     ...
     strategy = tfrobust.training.make_strategy(FLAGS.strategy)
 
-An unknown name is refused by `make_strategy` with a `ValueError`, which
-`run_main` prints as one `Error:` line.
+An unknown name is refused when the flags are parsed (absl prints the
+flag's message and the app exits with status 1 before any work); a bad
+device or `TF_CONFIG` is refused by `make_strategy` with a `ValueError`,
+which `run_main` prints as one `Error:` line.
 """
 
 __all__ = ["STRATEGY_HELP", "define_strategy_flag"]
@@ -31,4 +33,16 @@ def define_strategy_flag(default="default", flag_values=None):
     from absl import flags
 
     kwargs = {} if flag_values is None else {"flag_values": flag_values}
-    return flags.DEFINE_string("strategy", default, STRATEGY_HELP, **kwargs)
+    holder = flags.DEFINE_string("strategy", default, STRATEGY_HELP, **kwargs)
+
+    def known(value):
+        # The name only: devices and TF_CONFIG are checked by make_strategy.
+        from tfrobust.training.strategy import VALID_NAMES
+
+        return isinstance(value, str) and value.strip().lower().split(":", 1)[0] in VALID_NAMES
+
+    flags.register_validator(
+        "strategy", known,
+        message=("Expected --strategy to be one of default, mirrored (or mirrored:DEVICE,...), "
+                 "one_device (or one_device:DEVICE), multi_worker"), **kwargs)
+    return holder

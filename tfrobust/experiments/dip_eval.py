@@ -13,6 +13,13 @@ For a trained classifier and the first `n` test images:
 
 Writes `results.json`, `results.md` and `curve.png` to `out_dir`, and a
 figure of originals, BIM images and their reconstructions.
+
+Batch b (of `batch_size` images) draws from random stream b
+(`tfrobust.distribute.map_batches`). With `strategy` (a
+`tfrobust.training.make_strategy` name other than "default") the
+classifier is loaded under its scope and the batches of the BIM crafting,
+of the DIP fits and of the adaptive attack are dealt to its replicas (the
+outputs of the plain run); only the chief writes files.
 """
 
 import dataclasses
@@ -43,6 +50,7 @@ class DIPEvalConfig:
     learning_rate: float = 0.01
     channels: int = 32
     seed: int = 0
+    strategy: str = "default"           # see the module docstring
 
 
 def _accuracy(logits, y):
@@ -74,12 +82,33 @@ def _plot(curve, steps, path, clean_plain, bim_plain):
     plt.close(fig)
 
 
+def _per_batch(strategy, fn, arrays, batch_size, random=()):
+    """`fn` over the batches of `arrays` (see `map_batches`); each output concatenated."""
+    from tfrobust import distribute
+
+    batches = [tuple(a[i:i + batch_size] for a in arrays) for i in range(0, len(arrays[0]), batch_size)]
+    outs = distribute.map_batches(strategy, fn, batches, streams=distribute.BatchStreams.of(list(random)))
+    return [np.concatenate(parts) for parts in zip(*outs)]
+
+
 def evaluate_dip(config):
     """Runs the evaluation described in the module docstring.
 
     Returns:
         The results dict also written to `out_dir/results.json`.
+
+    Raises:
+        ValueError: on bad settings (an unknown `strategy` included).
     """
+    from tfrobust import distribute, training
+
+    dist = training.make_strategy(config.strategy)
+    spread = None if config.strategy.strip().lower() == "default" else dist
+    with distribute.output_dir(dist, config.out_dir) as out_dir:
+        return _evaluate_dip(dataclasses.replace(config, out_dir=out_dir), dist, spread)
+
+
+def _evaluate_dip(config, dist, spread):
     import keras
 
     from tfrobust import data, threats
@@ -90,7 +119,8 @@ def evaluate_dip(config):
     n = _validate.check_int(config.n, name="n", minimum=1)
     curve_steps = [_validate.check_int(s, name="curve_steps", minimum=1) for s in config.curve_steps]
     os.makedirs(config.out_dir, exist_ok=True)
-    classifier = keras.saving.load_model(config.classifier)
+    with dist.scope():
+        classifier = keras.saving.load_model(config.classifier)
     x, y = data.load("cifar10", "test", config.data_dir)
     x, y = np.asarray(x[:n], np.float32), np.asarray(y[:n])
     keras.utils.set_random_seed(config.seed)
@@ -101,19 +131,16 @@ def evaluate_dip(config):
 
     t0 = time.time()
     results["classifier_clean"] = _accuracy(_batched(classifier, x, 256), y)
-    x_bim = np.asarray(BIM(threat, steps=config.bim_steps)(classifier, x, y))
+    bim = BIM(threat, steps=config.bim_steps)
+    (x_bim,) = _per_batch(spread, lambda xb, yb: bim(classifier, xb, yb), (x, y), config.batch_size, [bim])
     results["classifier_bim"] = _accuracy(_batched(classifier, x_bim, 256), y)
     results["timings_s"]["bim"] = time.time() - t0
 
     curve, recon = {}, {}
     for name, images in (("clean", x), ("bim", x_bim)):
         t0 = time.time()
-        outs = [[] for _ in curve_steps]
-        for i in range(0, n, config.batch_size):
-            for j, r in enumerate(defense.reconstruct_at(images[i:i + config.batch_size], curve_steps,
-                                                         seed=config.seed + 1)):
-                outs[j].append(r.numpy())
-        outs = [np.concatenate(o) for o in outs]
+        outs = _per_batch(spread, lambda xb: tuple(defense.reconstruct_at(xb, curve_steps, seed=config.seed + 1)),
+                          (images,), config.batch_size)
         curve[name] = [_accuracy(_batched(classifier, o, 256), y) for o in outs]
         curve[name + "_mse_to_input"] = [float(np.mean((o - images) ** 2)) for o in outs]
         recon[name] = outs
@@ -125,14 +152,13 @@ def evaluate_dip(config):
     t0 = time.time()
     attack = BIM(threat, steps=config.attack_steps, step_size=config.eps / config.attack_steps * 2.5,
                  validate="cheap")
-    x_adp = np.concatenate([np.asarray(attack(defense.eot(config.n_eot, bpda=True), x[i:i + config.batch_size],
-                                              y[i:i + config.batch_size]))
-                            for i in range(0, n, config.batch_size)])
+    view = defense.eot(config.n_eot, bpda=True)
+    (x_adp,) = _per_batch(spread, lambda xb, yb: attack(view, xb, yb), (x, y), config.batch_size,
+                          [attack, defense])
     results["timings_s"]["bpda_eot_attack"] = time.time() - t0
     t0 = time.time()
-    rec_adp = np.concatenate([defense.reconstruct(x_adp[i:i + config.batch_size],
-                                                  seed=config.seed + 2).numpy()
-                              for i in range(0, n, config.batch_size)])
+    (rec_adp,) = _per_batch(spread, lambda xb: defense.reconstruct(xb, seed=config.seed + 2), (x_adp,),
+                            config.batch_size)
     results["dip_at_attack_steps"] = {
         "steps": config.attack_dip_steps,
         "bpda_eot": _accuracy(_batched(classifier, rec_adp, 256), y),

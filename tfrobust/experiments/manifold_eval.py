@@ -23,6 +23,14 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
   --eps 2.5 --num-steps 100 --random-step`).
 - `figure`: originals, their projections, attacked images (BPDA+EoT PGD
   L2) and their projections, as `projections.png`.
+
+With `strategy` (a `tfrobust.training.make_strategy` name other than
+"default") the classifiers are loaded under its scope and the evaluations
+of plain classifiers (`static` on the plain classifier, `robust`) deal whole
+batches to its replicas (`evaluate(..., strategy=)`: the per-example
+results of the plain run); the parts that attack the defense, whose
+forward pass is an optimisation, run on this process's device. Only the
+chief writes files.
 """
 
 import dataclasses
@@ -69,6 +77,7 @@ class ManifoldEvalConfig:
     robust_steps: int = 100
     batch_size: int = 100
     seed: int = 0
+    strategy: str = "default"            # of the plain-classifier evaluations; see the module docstring
 
 
 def _named_models(specs):
@@ -152,7 +161,20 @@ def _figure(x, x_hat, x_adv, x_adv_hat, path):
 
 
 def run(config):
-    """Runs the requested parts; returns the summary dict (also `summary.json`)."""
+    """Runs the requested parts; returns the summary dict (also `summary.json`).
+
+    Raises:
+        ValueError: on unknown parts, bad `robust_models` or an unknown `strategy`.
+    """
+    from tfrobust import distribute, training
+
+    dist = training.make_strategy(config.strategy)
+    spread = None if config.strategy.strip().lower() == "default" else dist
+    with distribute.output_dir(dist, config.out_dir) as out_dir:
+        return _run(dataclasses.replace(config, out_dir=out_dir), dist, spread)
+
+
+def _run(config, dist, spread):
     import tfrobust
     from tfrobust import attacks, data, threats
     from tfrobust.attacks.latent import LatentAttack
@@ -160,7 +182,6 @@ def run(config):
     from tfrobust.evaluation import evaluate
     from tfrobust.experiments.classifier import load_generator
 
-    config = dataclasses.replace(config)
     unknown = set(config.parts) - set(PARTS)
     if unknown:
         raise ValueError(f"Expected `parts` among {list(PARTS)}. Received: parts={sorted(unknown)}")
@@ -179,7 +200,8 @@ def run(config):
     x, y = x_all[:n], y_all[:n].astype(np.int64)
     # The attacker's substitute seed images are disjoint from the evaluated ones.
     x_seed = x_all[n:n + config.substitute_seed]
-    classifier = tfrobust.load_model(config.classifier)
+    with dist.scope():
+        classifier = tfrobust.load_model(config.classifier)
     generator = load_generator(config.generator)
     defense = InvertAndClassify(generator, classifier, steps=config.inc_steps, restarts=config.inc_restarts,
                                 learning_rate=config.inc_learning_rate, optimizer=config.inc_optimizer,
@@ -197,8 +219,11 @@ def run(config):
         crafted, on_inc = _static_attacks(classifier, config, substitute_inc)
         xs, ys = x[:config.n_static], y[:config.n_static]
         plain = {**crafted, "substitute-FGSM": _substitute(x_seed, config)}
-        summary["static_plain"] = _save(evaluate(classifier, (xs, ys), plain, batch_size=bs, seed=config.seed),
-                                        config.out_dir, "static_plain")
+        if spread is not None:
+            # Trained here, eagerly: a replica's compiled step cannot run Keras fit.
+            plain["substitute-FGSM"].fit_substitute(classifier)
+        summary["static_plain"] = _save(evaluate(classifier, (xs, ys), plain, batch_size=bs, seed=config.seed,
+                                                 strategy=spread), config.out_dir, "static_plain")
         summary["static_plain"]["substitute"] = plain["substitute-FGSM"].report._asdict()
         # The defense's inner optimisation makes the engine's sanity checks
         # (which attack the model again) too costly here; its flags are declared.
@@ -257,11 +282,12 @@ def run(config):
         rob = {}
         xs, ys = x[:config.n_static], y[:config.n_static]
         for name, path in {"plain": config.classifier, **robust_models}.items():
-            model = tfrobust.load_model(path)
+            with dist.scope():
+                model = tfrobust.load_model(path)
             pgds = {f"PGD-L2-{e}": attacks.PGD(threats.LpBall(2, e), steps=config.robust_steps,
                                                 step_size=2.0 * e / config.robust_steps, seed=config.seed)
                     for e in config.robust_eps}
-            rob[name] = _save(evaluate(model, (xs, ys), pgds, batch_size=bs, seed=config.seed),
+            rob[name] = _save(evaluate(model, (xs, ys), pgds, batch_size=bs, seed=config.seed, strategy=spread),
                               config.out_dir, f"robust_{name}")
         summary["robust"] = rob
         write()

@@ -18,6 +18,13 @@ Steps, on the first `n_test` test images:
 3. Black-box rows: PGD transferred from a separately trained source model
    (one noisy pass and soft-smoothed source), and NAttack (gradient-free,
    querying the smoothed classifier itself) on `n_nattack` images.
+
+With `strategy` (a `tfrobust.training.make_strategy` name other than
+"default") the base is loaded under the strategy's scope and step 1, the
+engine's white-box attacks, deals whole batches to its replicas
+(`evaluate(..., strategy=)`, the per-example results of the plain run);
+the grid and black-box rows run on this process's device, and only the
+chief writes files.
 """
 
 import dataclasses
@@ -55,9 +62,12 @@ class SmoothingEvalConfig:
     sanity_checks: bool = True
     batch_size: int = 100
     seed: int = 0
+    strategy: str = "default"          # of step 1 (the engine's attacks); see the module docstring
 
 
-def _load(path):
+def _load(path, strategy=None):
+    import contextlib
+
     import keras
 
     import tfrobust.layers  # noqa: F401  (registers the noise layers)
@@ -65,7 +75,8 @@ def _load(path):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"Expected `model` to be a saved model.keras. Received: {path}")
-    return keras.saving.load_model(path, compile=False)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return keras.saving.load_model(path, compile=False)
 
 
 def _split(model):
@@ -193,8 +204,18 @@ def evaluate_smoothing(config):
         The results dict.
 
     Raises:
-        ValueError: on bad settings; FileNotFoundError for a missing model.
+        ValueError: on bad settings (an unknown `strategy` included);
+            FileNotFoundError for a missing model.
     """
+    from tfrobust import distribute, training
+
+    dist = training.make_strategy(config.strategy)
+    spread = None if config.strategy.strip().lower() == "default" else dist
+    with distribute.output_dir(dist, config.out_dir) as out_dir:
+        return _evaluate_smoothing(dataclasses.replace(config, out_dir=out_dir), dist, spread)
+
+
+def _evaluate_smoothing(config, dist, spread):
     from tfrobust import data, threats
     from tfrobust.attacks.nattack import NAttack
     from tfrobust.attacks.transfer import TransferAttack
@@ -203,13 +224,12 @@ def evaluate_smoothing(config):
     from tfrobust.smoothing import attacks as sm_attacks
     from tfrobust.smoothing.classifier import SmoothedClassifier
 
-    config = dataclasses.replace(config)
     _validate.check_choice(config.dataset, name="dataset", choices=tuple(sorted(DEFAULT_EPS)))
     n_test = _validate.check_int(config.n_test, name="n_test", minimum=1)
     m_grid = sorted({_validate.check_int(m, name="m_grid", minimum=1) for m in config.m_grid})
     for name in config.attacks:
         _validate.check_choice(name, name="attacks", choices=sm_attacks.ATTACK_NAMES)
-    base, sigma0, m0 = _split(_load(config.model))
+    base, sigma0, m0 = _split(_load(config.model, dist))
     sigma = sigma0 if config.sigma is None else _validate.check_float(config.sigma, name="sigma", minimum=0.0)
     m_test = m0 if config.m_test is None else _validate.check_int(config.m_test, name="m_test", minimum=1)
     sigma_grid = config.sigma_grid or (0.5 * sigma, sigma, 1.5 * sigma)
@@ -230,7 +250,8 @@ def evaluate_smoothing(config):
     attacks = sm_attacks.smoothing_attacks(base, sigma, eps, passes=config.m_attack, steps=config.steps,
                                            names=config.attacks, per_pass_calls=per_pass, seed=config.seed)
     engine = evaluate(defense, (x, y), attacks, batch_size=config.batch_size, seed=config.seed,
-                      sanity_checks=config.sanity_checks, keep_adversarials=True, verbose=0)
+                      sanity_checks=config.sanity_checks, keep_adversarials=True, verbose=0,
+                      strategy=spread)
     engine.save(os.path.join(config.out_dir, "engine"))
     results["engine"] = {"clean_accuracy": float(np.mean(engine.clean_correct)),
                          "robust_accuracy": engine.robust_accuracy,
