@@ -197,6 +197,16 @@ def test_mnist_untargeted_result_is_consistent(mnist, attacks, mnist_results, na
     np.testing.assert_array_equal(x_adv[~success], x[~success])
 
 
+def test_carlini_wagner_early_abort_is_per_example(mnist, attacks, mnist_results):
+    # The abort test uses each example's own loss and best distance (not the
+    # batch's summed loss as the reference), so an example's result does not
+    # depend on the rest of its batch, nor on the replica it runs on.
+    model, x, y = mnist
+    half = attacks["cw"].minimize(model, x[:16], y[:16])
+    np.testing.assert_allclose(np.asarray(half.norm), np.asarray(mnist_results["cw"].norm)[:16],
+                               rtol=1e-5)
+
+
 def test_carlini_wagner_not_weaker_than_deepfool(mnist_results):
     cw = np.median(np.asarray(mnist_results["cw"].norm))
     deepfool = np.median(np.asarray(mnist_results["deepfool_l2"].norm))
