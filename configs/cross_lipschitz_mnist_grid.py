@@ -28,17 +28,17 @@ def regularizer_grid():
     return regs
 
 
-def get_config(quick=False):
+def get_config(quick=False, n_epochs=3, seeds=SEEDS, experiment_name="cl_mnist_grid"):
     # Each run is evaluated as it finishes (eval_after_train: the minimum
     # over all upper-bound attacks and the certified lower bound on the
     # first N_EVAL test points), which supersedes the training-time monitor.
-    net = dict(dataset="mnist", nn_type="mlp1layer", batch_size=64, lr=0.2, n_epochs=3,
+    net = dict(dataset="mnist", nn_type="mlp1layer", batch_size=64, lr=0.2, n_epochs=n_epochs,
                adv_train_flag=False, n_epoch_eval=1000, monitor_points=0, eval_after_train=True,
                n_eval=N_EVAL)
-    runs = [dict(net, **reg, seed=seed) for seed in SEEDS for reg in regularizer_grid()]
+    runs = [dict(net, **reg, seed=seed) for seed in seeds for reg in regularizer_grid()]
     evaluation = dict(n_eval=N_EVAL)
     if quick:
         runs = [dict(run, n_epochs=1, n_train=256, n_eval=20) for run in runs[:2]]
         evaluation = dict(n_eval=20)
-    return dict(experiment="cross_lipschitz", experiment_name="cl_mnist_grid", runs=runs,
+    return dict(experiment="cross_lipschitz", experiment_name=experiment_name, runs=runs,
                 evaluation=evaluation)
