@@ -4,7 +4,8 @@ Trains a tiny MLP for 2 epochs with `tfrobust.training.fit` (checkpoints,
 TensorBoard logs) and evaluates it against a random attack on 64 images
 with `tfrobust.evaluation.evaluate`, both under the strategy named by
 --strategy ("default", "mirrored2": two logical CPUs, or "multi_worker":
-cluster from TF_CONFIG). The chief writes `result.npz` (weights and
+cluster from TF_CONFIG), then certifies and predicts with randomized
+smoothing, plain and under the strategy. The chief writes `result.npz` (weights and
 per-example results) and `task.json` into --out_dir through
 `tfrobust.distribute.output_dir`, so other workers write nothing there.
 With --pause_marker, the process writes that file at the start of the
@@ -154,8 +155,7 @@ def main():
     _phase("strategy made")
     weights, per_example, history = run(strategy, args.checkpoint_dir, args.log_dir,
                                         args.pause_marker)
-    if args.strategy == "mirrored2":
-        per_example.update(smoothing_both(strategy))
+    per_example.update(smoothing_both(strategy))
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     with distribute.output_dir(strategy, args.out_dir) as out:
         np.savez(os.path.join(out, "result.npz"), *weights, **per_example)

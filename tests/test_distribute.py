@@ -61,6 +61,22 @@ def _check_same(result_file, reference):
             np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-5, err_msg=key)
 
 
+def _check_smoothing(result_file):
+    """Smoothing under the strategy gave the plain run's outputs (tests/_distribute_script.py)."""
+    got = np.load(result_file)
+    # Smooth.certify_batch: the counts of strategy=None.
+    assert got["smooth_plain_counts"].sum() == 8 * 32
+    np.testing.assert_array_equal(got["smooth_dist_counts"], got["smooth_plain_counts"])
+    np.testing.assert_array_equal(got["smooth_dist_radius"], got["smooth_plain_radius"])
+    # SmoothedClassifier.predict_dataset: the scores and classes of
+    # strategy=None, and the noise changed some votes.
+    votes = np.exp(got["smoothed_plain_scores"])
+    assert votes.shape == (10, 4) and np.all(votes.max(axis=1) < 1 + 1e-6) and np.any(votes.max(axis=1) < 0.99)
+    np.testing.assert_allclose(votes.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(got["smoothed_dist_scores"], got["smoothed_plain_scores"])
+    np.testing.assert_array_equal(got["smoothed_dist_top2"], got["smoothed_plain_top2"])
+
+
 def _start(args, log, env):
     with open(log, "wb") as f:
         return subprocess.Popen([sys.executable, SCRIPT, *args], env=env, stdout=f,
@@ -116,18 +132,7 @@ def test_two_logical_devices_match_one_device(tmp_path, reference):
     with open(tmp_path / "task.json") as f:
         assert json.load(f)["replicas"] == 2
     _check_same(tmp_path / "result.npz", reference)
-    got = np.load(tmp_path / "result.npz")
-    # Smooth.certify_batch over two replicas: the counts of strategy=None.
-    assert got["smooth_plain_counts"].sum() == 8 * 32
-    np.testing.assert_array_equal(got["smooth_dist_counts"], got["smooth_plain_counts"])
-    np.testing.assert_array_equal(got["smooth_dist_radius"], got["smooth_plain_radius"])
-    # SmoothedClassifier.predict_dataset over two replicas: the scores and
-    # classes of strategy=None, and the noise changed some votes.
-    votes = np.exp(got["smoothed_plain_scores"])
-    assert votes.shape == (10, 4) and np.all(votes.max(axis=1) < 1 + 1e-6) and np.any(votes.max(axis=1) < 0.99)
-    np.testing.assert_allclose(votes.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(got["smoothed_dist_scores"], got["smoothed_plain_scores"])
-    np.testing.assert_array_equal(got["smoothed_dist_top2"], got["smoothed_plain_top2"])
+    _check_smoothing(tmp_path / "result.npz")
 
 
 def test_multi_worker_killed_worker_resumes_to_the_single_process_results(tmp_path, reference):
@@ -185,6 +190,7 @@ def test_multi_worker_killed_worker_resumes_to_the_single_process_results(tmp_pa
     # The non-chief's private checkpoint and output folders are gone.
     assert os.listdir(tmp_path / "tmp_second1") == []
     _check_same(out / "result.npz", reference)
+    _check_smoothing(out / "result.npz")  # across two workers too
 
 
 def test_batch_streams_do_not_depend_on_the_order_batches_run():

@@ -185,13 +185,17 @@ class Smooth:
 
     # -- sampling -------------------------------------------------------
 
-    def _count(self, x, num, passes):
-        """Class counts `[G, K]` (int32) of `num` noisy copies of each of G images."""
+    def _count(self, x, num, passes, seed=None):
+        """Class counts `[G, K]` (int32) of `num` noisy copies of each of G images.
+
+        `seed`: the group's stateless seed `[2]` (default: drawn from the generator).
+        """
         group = tf.shape(x)[0]
         # One seed per call from the declared generator, chunk i folded in:
         # the stateless normal kernel is ~10x faster on CPU than the
         # generator's own (stateful) one, and chunks never share noise.
-        seed = _random.next_seed(self._generator)
+        if seed is None:
+            seed = _random.next_seed(self._generator)
 
         def body(i, done, counts):
             d = tf.minimum(passes, num - done)
@@ -218,11 +222,10 @@ class Smooth:
             strategy: optional `tf.distribute.Strategy`: the groups of
                 images are dealt to its replicas inside `strategy.run`
                 (`tfrobust.distribute.run_batches`) and the counts gathered
-                in order. Each group draws one seed from the generator, in
-                group order, so on one machine (Mirrored) the counts equal
-                those of `strategy=None`; across workers each worker's
-                generator advances only over its own groups (valid,
-                different noise). Call it outside `strategy.scope()`.
+                in order. The groups' seeds are drawn here, one per group in
+                group order (the seeds `strategy=None` draws), so the counts
+                equal those of `strategy=None` on every replica and worker.
+                Call it outside `strategy.scope()`.
 
         Returns:
             `(counts int64 [M, K], seconds float64 [M])` (with a strategy,
@@ -248,11 +251,15 @@ class Smooth:
     def _distributed_counts(self, x, num, group, passes, strategy):
         from tfrobust import distribute
 
-        groups = [(x[start:start + group],) for start in range(0, x.shape[0], group)]
+        groups = [x[start:start + group] for start in range(0, x.shape[0], group)]
         began = time.perf_counter()
+        # A group's noise then depends on its index only, not on the replica
+        # or worker that runs it (each worker's generator is its own copy).
+        seeds = [np.asarray(_random.next_seed(self._generator)) for _ in groups]
         outs = distribute.run_batches(
-            strategy, lambda xb: self._count(xb, tf.constant(num, tf.int32), tf.constant(passes, tf.int32)),
-            groups)
+            strategy, lambda xb, sb: self._count(xb, tf.constant(num, tf.int32), tf.constant(passes, tf.int32),
+                                                 seed=sb[0]),
+            [(g, np.tile(s[None], (len(g), 1))) for g, s in zip(groups, seeds)])
         counts = np.concatenate([c for (c,) in outs]).astype(np.int64)
         return counts, np.full(counts.shape[0], (time.perf_counter() - began) / counts.shape[0])
 
