@@ -85,6 +85,9 @@ def test_lambda_grid_and_cpu_resnet_configs():
     for reg in ("weight_decay", "dropout", "cross_lipschitz"):
         assert len({s for r, s in settings if r == reg}) >= 3
     assert ("no", 0.0) in settings and all(len(seeds) == 3 for seeds in settings.values())
+    ten = sweep.load_config_file(os.path.join(ROOT, "configs", "cross_lipschitz_mnist_grid_10ep.py"))
+    assert {r["n_epochs"] for r in ten["runs"]} == {10} and {r["seed"] for r in ten["runs"]} == {5}
+    assert len(ten["runs"]) == len(settings) and ten["experiment_name"] != grid["experiment_name"]
     resnet = sweep.load_config_file(os.path.join(ROOT, "configs", "cross_lipschitz_mnist_resnet_cpu.py"))
     assert {r["reg_type"] for r in resnet["runs"]} == {"no", "weight_decay", "dropout", "cross_lipschitz"}
     assert all(r["nn_type"] == "resnet" for r in resnet["runs"])
