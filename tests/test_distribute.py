@@ -252,6 +252,31 @@ def test_smoothed_predict_dataset_plain_path():
         smoothed.predict_dataset(x, batch_size=0)
 
 
+def test_auto_attack_with_a_strategy_matches_default():
+    """`auto_attack(strategy=)` (one replica, in process): APGD then a random
+    Square on what survives, the x_adv of strategy=None."""
+    import keras
+
+    from tfrobust import threats
+    from tfrobust.attacks import APGD, Square
+    from tfrobust.evaluation import auto_attack
+
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    x = np.random.default_rng(1).uniform(size=(12, 4, 4, 1)).astype(np.float32)
+    y = np.argmax(model(x), axis=-1)
+    threat = threats.LpBall(np.inf, 0.05)
+    out = {}
+    for name, spread in (("plain", None), ("dist", strategy)):
+        attacks = [APGD(threat, steps=3, seed=0), Square(threat, n_queries=8, seed=0)]
+        out[name] = auto_attack(model, x, y, threat, version=attacks, batch_size=4, strategy=spread)
+    assert 0 < out["plain"].robust_accuracy  # Square ran on survivors
+    np.testing.assert_array_equal(out["dist"].robust, out["plain"].robust)
+    np.testing.assert_allclose(out["dist"].x_adv, out["plain"].x_adv, rtol=0, atol=1e-6)
+
+
 def test_attack_app_library_with_a_strategy_matches_default(tmp_path):
     """`run_attack_app(strategy="one_device")` goes through the distributed path."""
     import keras
