@@ -11,8 +11,9 @@ Writes `adv_<attack>_<eps>.npz` (x_adv, y, predictions) per attack and eps,
 and `report.json`, `report.md`, `results.npz`, `robust_accuracy.png`; each
 attack's files are written as soon as it finishes. The
 model is a `.keras` file or a SavedModel directory (`model.export(path)`)
-returning logits. Attacks run on the default device; `--strategy` only
-scopes the model (see `tfrobust.evaluation.app`). A bad flag, a missing
+returning logits. `--strategy` loads the model under that strategy's scope
+and deals the attacks' batches to its replicas (see
+`tfrobust.evaluation.app`); only the chief writes. A bad flag, a missing
 file or an `--out_dir` that cannot be a folder ends with the message on
 stderr and exit status 1.
 """
@@ -23,6 +24,7 @@ from absl import app, flags
 
 from tfrobust.evaluation import registry
 from tfrobust.experiments._cli import run_main
+from tfrobust.experiments._flags import define_strategy_flag
 
 flags.DEFINE_string("model", None, "A .keras file or a SavedModel directory (logits).")
 flags.DEFINE_enum("dataset", "mnist", ["mnist", "cifar10", "gtsrb", "digits"], "Dataset.")
@@ -40,7 +42,7 @@ flags.DEFINE_integer("restarts", 1, "Random restarts of pgd attacks.", lower_bou
 flags.DEFINE_bool("targeted", False, "Targeted attacks (--target_class, else random targets).")
 flags.DEFINE_integer("target_class", None, "Target class of --targeted.", lower_bound=0)
 flags.DEFINE_integer("eot_samples", 1, "Wrap the model in EoT with this many draws when > 1.", lower_bound=1)
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy name (see make_strategy).")
+define_strategy_flag()
 flags.DEFINE_integer("seed", 0, "Seed of random starts, targets and sanity checks.", lower_bound=0)
 flags.DEFINE_bool("sanity_checks", True, "Run the sanity checks against obfuscated gradients.")
 flags.DEFINE_string("out_dir", None, "Output folder.")
