@@ -15,7 +15,9 @@ once. `get_config(quick=True)` shrinks everything for the smoke test.
 SEEDS = (5, 6, 7)  # 5 is the original's r_seed
 WEIGHT_DECAY = (1e-4, 1e-3, 3e-3)
 KEEP_HIDDEN = (0.3, 0.5, 0.7)
-CROSS_LIPSCHITZ = (1e-3, 3e-3, 1e-2)
+# 3e-2 and 0.1 were added after the first three had run: at 1e-2 the bounds
+# still grew without any cost in test error.
+CROSS_LIPSCHITZ = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 N_EVAL = 100  # test points per run for the bounds
 
 
