@@ -67,6 +67,9 @@ def test_figures_are_written(rows, tmp_path):
                                               clean_correct=np.ones(20, bool))
         series[row["run_dir"]] = (comparison, (norm, np.ones(20, bool)))
     cl_figures.plot_by_mode(rows, series, str(tmp_path / "modes.png"))
+    cl_figures.plot_by_mode(rows, series, str(tmp_path / "all.png"), strongest=False, seed=6)
+    chosen = {cl_figures.setting(r): r for r in rows if r["nn_type"] == "mlp1layer"}
+    assert set(cl_figures._strongest(chosen)) == {("no", 0.0), ("dropout", 0.3), ("cross_lipschitz", 1e-2)}
     cl_figures.plot_grid(cl_figures.grid_summary(rows), str(tmp_path / "grid.png"))
     assert (tmp_path / "modes.png").stat().st_size > 10000
     assert (tmp_path / "grid.png").stat().st_size > 10000

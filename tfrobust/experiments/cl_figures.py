@@ -2,8 +2,9 @@
 
 `plot_by_mode` draws certified (solid) and attack (dashed, same colour)
 accuracy against the L2 radius, one panel per training mode (network and
-adversarial training or not), one colour family per regularizer shaded by
-its strength, λ in the labels, the legend outside the axes. `grid_summary`
+adversarial training or not), one colour per regularizer (its strongest
+setting; or every setting, shaded by strength), λ in the labels, the legend
+outside the axes. `grid_summary`
 averages a λ grid over seeds (mean ± std of each run's median bounds and
 its test error), `grid_table` prints it as Markdown and `plot_grid` draws
 median bound against test error per regularizer with error bars over
@@ -65,12 +66,28 @@ def _colours(settings):
     return colours
 
 
+def _dark(reg):
+    import matplotlib
+
+    return matplotlib.colormaps[_CMAPS[reg]](0.8)
+
+
 def _sort_key(item):
     reg, strength = item
     return _ORDER.index(reg), -strength if reg == "dropout" else strength
 
 
-def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None):
+def _strongest(chosen):
+    """Per regularizer, its strongest setting only (highest λ, lowest keep)."""
+    best = {}
+    for reg, strength in chosen:
+        key = -strength if reg == "dropout" else strength
+        if reg not in best or key > best[reg][0]:
+            best[reg] = (key, (reg, strength))
+    return {pair: chosen[pair] for _, pair in best.values()}
+
+
+def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None, strongest=True):
     """Accuracy against L2 radius, one panel per training mode.
 
     Args:
@@ -79,7 +96,10 @@ def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None):
             clean_correct))}` per row.
         path: the PNG file.
         max_radius: right end of the radius axis.
-        seed: draw only runs of this seed (default: each setting's first run).
+        seed: draw only runs of this seed (default: the smallest seed).
+        strongest: per regularizer only its strongest setting (four
+            curves a panel, readable at a glance; the whole grid is
+            `plot_grid`'s); False draws every setting.
     """
     import matplotlib
 
@@ -98,19 +118,23 @@ def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None):
         for row in in_mode:
             if shown is None or row.get("seed") == shown:
                 chosen.setdefault(setting(row), row)
+        if strongest:
+            chosen = _strongest(chosen)
         # Style key first; then one entry (the colour) per setting.
         ax.plot([], [], "-", color="black", lw=1.6, label="certified (lower bound)")
         ax.plot([], [], "--", color="black", lw=1.6, label="attack (upper bound)")
         for key in sorted(chosen, key=_sort_key):
             row = chosen[key]
             comparison, (norm, clean) = series[row["run_dir"]]
-            colour = colours[key]
+            colour = _dark(key[0]) if strongest else colours[key]
             if comparison is not None:
                 certified, _ = comparison.curves(grid)
                 ax.plot(grid, certified, "-", color=colour, lw=1.6)
             ax.plot(grid, certificates.empirical_accuracy(norm, clean, grid), "--", color=colour, lw=1.6)
             ax.plot([], [], "s", color=colour, ms=6, label=label(row))
         title = mode if shown is None or len(seeds) < 2 else f"{mode} (seed {shown})"
+        if strongest:
+            title += ", strongest setting of each"
         n_points = sorted({int(r["n_points"]) for r in chosen.values()})
         ax.set_title(f"{title}\n{'/'.join(map(str, n_points))} test points", fontsize=9)
         ax.set_xlabel("L2 radius")
@@ -198,7 +222,7 @@ def plot_grid(summary, path):
             points = [e for e in summary if e["mode"] == mode and e["reg_type"] == reg and f"{key}_mean" in e]
             if not points:
                 continue
-            colour = matplotlib.colormaps[_CMAPS[reg]](0.8)
+            colour = _dark(reg)
             x = [100 * e["test_error_mean"] for e in points]
             ax.errorbar(x, [e[f"{key}_mean"] for e in points],
                         xerr=[100 * e["test_error_std"] for e in points],
