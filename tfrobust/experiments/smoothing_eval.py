@@ -22,9 +22,10 @@ Steps, on the first `n_test` test images:
 With `strategy` (a `tfrobust.training.make_strategy` name other than
 "default") the base is loaded under the strategy's scope and step 1, the
 engine's white-box attacks, deals whole batches to its replicas
-(`evaluate(..., strategy=)`, the per-example results of the plain run);
-the grid and black-box rows run on this process's device, and only the
-chief writes files.
+(`evaluate(..., strategy=)`); the smoothed classifier the attacks query
+draws its noise per replica (per worker under multi_worker), so these rows
+are valid but not identical to the plain run's. The grid and black-box
+rows run on this process's device, and only the chief writes files.
 """
 
 import dataclasses
