@@ -23,9 +23,8 @@ With `strategy` (a `tfrobust.training.make_strategy` name other than
 "default") the base is loaded under the strategy's scope and step 1, the
 engine's white-box attacks, deals whole batches to its replicas
 (`evaluate(..., strategy=)`); the smoothed classifier the attacks query
-draws its noise per worker under multi_worker, so these rows are then
-valid but not identical to the single-process run's (on one machine they
-are identical). The grid and black-box
+draws its own noise in an order that depends on how the batches are dealt,
+so these rows are valid but not identical to the plain run's. The grid and black-box
 rows run on this process's device, and only the chief writes files.
 """
 
