@@ -130,8 +130,8 @@ def summarize_bounds(bounds_dict, y):
     the number of points where it alone or jointly gave the minimum and the
     median ratio of its norm to the minimum (`upper_<name>_median`,
     `upper_<name>_best`, `upper_<name>_ratio_median`), and the rounding
-    allowance `lower_exact - lower` (`rounding_allowance_median`, and its
-    largest fraction of the exact radius, `rounding_allowance_relative_max`).
+    allowance `lower_exact - lower` (`rounding_allowance_median`, `_max`,
+    and its median fraction of the exact radius, `_relative_median`).
     """
     correct = bounds_dict["pred"] == y
     summary = {"n_points": int(len(y)), "n_correct": int(correct.sum())}
@@ -155,7 +155,8 @@ def summarize_bounds(bounds_dict, y):
         exact = bounds_dict["lower_exact"][correct]
         relative = allowance[exact > 0] / exact[exact > 0]
         summary["rounding_allowance_median"] = float(np.median(allowance)) if allowance.size else None
-        summary["rounding_allowance_relative_max"] = float(relative.max()) if relative.size else None
+        summary["rounding_allowance_max"] = float(allowance.max()) if allowance.size else None
+        summary["rounding_allowance_relative_median"] = float(np.median(relative)) if relative.size else None
     return summary
 
 
