@@ -129,6 +129,18 @@ def smoothing_both(strategy):
         out[f"smoothed_{name}_scores"] = smoothed.predict_dataset(x[:10], batch_size=3, strategy=spread)
         out[f"smoothed_{name}_top2"] = smoothed.predict_dataset(x[:10], batch_size=3, k=2,
                                                                 strategy=spread)
+        # The engine attacking a randomized model: the model's noise inside
+        # the attack and in the final prediction follows the batch too.
+        from tfrobust import threats
+        from tfrobust.attacks.pgd import PGD
+        from tfrobust.evaluation import evaluate
+
+        noisy = SmoothedClassifier(base, sigma=0.5, n=4, vote="soft", seed=11)
+        attack = PGD(threats.LpBall(np.inf, 0.1), steps=2, seed=3)
+        res = evaluate(noisy, (x[:10], make_data()[1][:10]), {"pgd": attack}, batch_size=3,
+                       keep_adversarials=True, sanity_checks=False, verbose=0, strategy=spread)
+        out[f"engine_{name}_xadv"] = res.attacks["pgd"].x_adv
+        out[f"engine_{name}_pred"] = res.attacks["pgd"].pred
     _phase("smoothing done")
     return out
 

@@ -75,6 +75,9 @@ def _check_smoothing(result_file):
     np.testing.assert_allclose(votes.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(got["smoothed_dist_scores"], got["smoothed_plain_scores"])
     np.testing.assert_array_equal(got["smoothed_dist_top2"], got["smoothed_plain_top2"])
+    # evaluate() attacking the randomized SmoothedClassifier: the plain run's x_adv and predictions.
+    np.testing.assert_array_equal(got["engine_dist_xadv"], got["engine_plain_xadv"])
+    np.testing.assert_array_equal(got["engine_dist_pred"], got["engine_plain_pred"])
 
 
 def _start(args, log, env):
