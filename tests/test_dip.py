@@ -73,6 +73,18 @@ def test_save_load_round_trip(tmp_path, x):
     np.testing.assert_allclose(loaded.classifier(loaded.reconstruct(x[:2], seed=1)).numpy(), expected, atol=1e-4)
 
 
+def test_export_serves_the_same_outputs(tmp_path, x):
+    # The exported SavedModel starts from the seed generator's state at
+    # export time, as the in-memory defense does on its next call.
+    defense = DeepImagePrior(_classifier(), steps=3, seed=5, **SMALL)
+    defense(x[:2])  # the eager path's compiled fits must not break saving
+    defense.export(str(tmp_path / "dip"), verbose=0)
+    expected = defense(x[:2]).numpy()
+    loaded = tf.saved_model.load(str(tmp_path / "dip"))  # kept: it owns the variables
+    served = loaded.serve(tf.constant(x[:2])).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
 def test_bad_inputs_name_the_argument(defense, x):
     for kwargs, name in [({"steps": 0}, "steps"), ({"learning_rate": 0.0}, "learning_rate"),
                          ({"channels": 0}, "channels")]:

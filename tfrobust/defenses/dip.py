@@ -63,6 +63,13 @@ def _norm_act(h):
     return tf.nn.leaky_relu((h - mean) * tf.math.rsqrt(var + 1e-5), alpha=0.2)
 
 
+class _CompiledFits:
+    """The eager path's compiled fits, by `(segments, seeded)`; never saved."""
+
+    def __init__(self):
+        self.by_key = {}
+
+
 @keras.saving.register_keras_serializable(package="tfrobust")
 class DeepImagePrior(Defense):
     """`classifier(f_theta*(z))` with theta* fitted to each input image by
@@ -118,7 +125,9 @@ class DeepImagePrior(Defense):
         self.optimizer = optim.Adam(self.learning_rate)
         self.steps = self.add_weight(name="steps", shape=(), dtype="int32", trainable=False,
                                      initializer=keras.initializers.Constant(self._steps))
-        self._compiled = {}
+        # A plain holder, not a dict attribute: Keras/TF would wrap a dict for
+        # tracking, and saving or `export()` then refuses its tuple keys.
+        self._compiled = _CompiledFits()
 
     def set_knobs(self, *, steps=None):
         """Changes the fit's number of steps at run time (validated)."""
@@ -203,16 +212,16 @@ class DeepImagePrior(Defense):
         if not tf.executing_eagerly():
             return self._fit(x, segments, seed)
         key = (len(segments), seed is None)
-        if key not in self._compiled:
+        if key not in self._compiled.by_key:
             # Eagerly a tf.while_loop is a Python loop: compile it once (the
             # seed is a tensor argument, so a new seed does not retrace).
             if seed is None:
                 fn = lambda x_, s_, _: self._fit(x_, s_, None)  # noqa: E731
             else:
                 fn = self._fit
-            self._compiled[key] = tf.function(fn, reduce_retracing=True, autograph=False)
+            self._compiled.by_key[key] = tf.function(fn, reduce_retracing=True, autograph=False)
         seed = tf.constant(0 if seed is None else seed, tf.int64)
-        return self._compiled[key](x, [tf.convert_to_tensor(s, tf.int32) for s in segments], seed)
+        return self._compiled.by_key[key](x, [tf.convert_to_tensor(s, tf.int32) for s in segments], seed)
 
     def reconstruct(self, x, *, steps=None, seed=None):
         """The network's output after fitting each image for `steps` steps.
