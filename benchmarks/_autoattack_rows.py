@@ -27,7 +27,8 @@ __all__ = ["add_rows", "ROBUST_MODEL_ROWS"]
 
 # The rows run again on the adversarially trained model (name prefixes).
 ROBUST_MODEL_ROWS = ("PGD-40 Linf", "APGD-CE Linf", "APGD-CE-40 Linf", "APGD-T Linf", "FAB-T Linf",
-                     "Square Linf", "AutoAttack Linf")
+                     "Square Linf", "AutoAttack Linf",
+                     "PGD-40 L2", "APGD-CE L2", "APGD-T L2", "FAB-T L2", "Square L2", "AutoAttack L2")
 
 
 def _tfr(model, attack):
