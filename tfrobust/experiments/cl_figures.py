@@ -45,6 +45,11 @@ def label(row):
     return f"{_NAMES[reg]} λ={strength:g}"
 
 
+def _mode_key(mode):
+    # The one-hidden-layer network (the certified one) first.
+    return (not mode.startswith("one hidden"), mode)
+
+
 def _mode(row):
     net = {"mlp1layer": "one hidden layer", "resnet": "ResNet-32"}.get(row["nn_type"], row["nn_type"])
     return f"{net}, {'adversarial' if row['adv_train'] else 'plain'} training"
@@ -106,7 +111,7 @@ def plot_by_mode(rows, series, path, *, max_radius=2.0, seed=None, strongest=Tru
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = sorted({_mode(r) for r in rows})
+    modes = sorted({_mode(r) for r in rows}, key=_mode_key)
     colours = _colours({setting(r) for r in rows})
     grid = np.linspace(0.0, max_radius, 101)
     fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes) + 2.6, 4.2), squeeze=False)
@@ -175,7 +180,7 @@ def grid_summary(rows):
             entry[f"{key}_mean"] = float(np.nanmean(values))
             entry[f"{key}_std"] = float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1 else 0.0
         out.append(entry)
-    out.sort(key=lambda e: (e["mode"],) + _sort_key((e["reg_type"], e["strength"])))
+    out.sort(key=lambda e: _mode_key(e["mode"]) + _sort_key((e["reg_type"], e["strength"])))
     return out
 
 
@@ -213,7 +218,7 @@ def plot_grid(summary, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = sorted({e["mode"] for e in summary})
+    modes = sorted({e["mode"] for e in summary}, key=_mode_key)
     panels = [(m, k) for m in modes for k in ("upper_median", "lower_median")
               if any(f"{k}_mean" in e for e in summary if e["mode"] == m)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels) + 2.0, 4.2), squeeze=False)
