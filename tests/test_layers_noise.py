@@ -86,13 +86,19 @@ def test_cpni_weight_noise_diagonal_and_low_rank_parts():
     diagonal(x)
     _assert_std(_kernel_noise(diagonal, 40), 0.25 * float(np.std(diagonal.kernel.numpy())))
     # Low-rank part alone (a_d = 0): with F = 0.01 everywhere every weight of
-    # one draw moves by the same 0.01 * sum(eps_f), std 0.01 * sqrt(5): the
-    # noise is fully correlated across the weights, one value per draw.
+    # one draw moves by the same std(W) * 0.01 * sum(eps_f), std
+    # 0.01 * sqrt(5) * std(W): fully correlated across the weights, one
+    # value per draw, in the units of the weights (not absolute).
     low_rank = CPNIConv2D(8, 3, a_init=0.0, seed=1)
     low_rank(x)
     draws = _kernel_noise(low_rank, 300).reshape(300, -1)
-    np.testing.assert_allclose(draws, draws[:, :1].repeat(draws.shape[1], axis=1), atol=1e-6)
-    _assert_std(draws[:, 0], 0.01 * math.sqrt(5))
+    np.testing.assert_allclose(draws, draws[:, :1].repeat(draws.shape[1], axis=1), atol=1e-7)
+    _assert_std(draws[:, 0], 0.01 * math.sqrt(5) * float(np.std(low_rank.kernel.numpy())))
+    # The original's units (f_units="absolute"): the same shift, unscaled.
+    original = CPNIConv2D(8, 3, a_init=0.0, f_units="absolute", seed=1)
+    original(x)
+    _assert_std(_kernel_noise(original, 300).reshape(300, -1)[:, 0], 0.01 * math.sqrt(5))
+    assert original.get_config()["f_units"] == "absolute"
 
 
 def test_pni_activation_noise_std():
@@ -158,6 +164,7 @@ def test_saved_and_exported_noisy_model_draws_the_same_noise(tmp_path):
     (lambda: PNIDense(2, alpha_init=-1.0), "alpha_init"),
     (lambda: CPNIConv2D(2, 3, a_init=-0.1), "a_init"),
     (lambda: CPNIConv2D(2, 3, f_init=-0.1), "f_init"),
+    (lambda: CPNIConv2D(2, 3, f_units="weights"), "f_units"),
     (lambda: CPNIConv2D(2, 3, noise_rank=0), "noise_rank"),
     (lambda: PNIConv2D(2, 3, weight_noise="yes"), "weight_noise"),
     (lambda: PNIConv2D(2, 3, data_format="channels_first"), "data_format"),

@@ -34,7 +34,7 @@ saving and `model.export`, and `fit` reseeds it per epoch).
   tensor, treated as a constant. Optionally the layer input (`act_noise_a`)
   and/or output (`act_noise_b`) get `alpha_act ⊙ std(a) ⊙ eps` per example.
 * `CPNIConv2D` (coloured, low-rank noise): the flattened weight of size P
-  gets `std(W) sqrt(|a_d|) ⊙ eps_d + F eps_f` with `eps_d ~ N(0, I_P)`,
+  gets `std(W) (sqrt(|a_d|) ⊙ eps_d + F eps_f)` with `eps_d ~ N(0, I_P)`,
   `eps_f ~ N(0, I_r)`, learned `a_d` (initial 0.25² = 0.0625) and `F` (P x r,
   initial 0.01), rank r = 5; one weight sample per call. The same form, per
   example, applies to the activations with `act_noise_a` / `act_noise_b`.
@@ -152,6 +152,16 @@ def _diagonal_scale(std, a_d):
     return std * ops.sqrt(ops.abs(a_d))
 
 
+# The low-rank factor F is in the same units (F eps_f is scaled by std(W)).
+# The original adds F eps_f in absolute units with every entry of F at 0.01:
+# all P weights of a kernel then move together by one N(0, r * 1e-4) draw
+# (std 0.022 at r = 5, a third of a ResNet-20 kernel's std), a shift that
+# multiplies the sum of the receptive field's inputs and swamps the signal:
+# a CIFAR ResNet-20 with it stayed at chance (10% train accuracy after 3
+# epochs on 2,048 images) where PNI reached 25% and F in std(W) units
+# trained like F = 0 (docs/results/smoothing.md).
+
+
 class _NoiseInjection:
     """What PNI and CPNI layers share: flags, seeds, weights and sampling.
 
@@ -163,7 +173,7 @@ class _NoiseInjection:
     _kind = "pni"
 
     def _init_noise(self, weight_noise, act_noise_a, act_noise_b, alpha_init, seed, noise_rank=None,
-                    a_init=None, f_init=None):
+                    a_init=None, f_init=None, f_units="std"):
         self.weight_noise = _validate.check_bool(weight_noise, name="weight_noise")
         self.act_noise_a = _validate.check_bool(act_noise_a, name="act_noise_a")
         self.act_noise_b = _validate.check_bool(act_noise_b, name="act_noise_b")
@@ -175,6 +185,7 @@ class _NoiseInjection:
             self.noise_rank = _validate.check_int(noise_rank, name="noise_rank", minimum=1)
             self.a_init = _validate.check_float(a_init, name="a_init", minimum=0.0)
             self.f_init = _validate.check_float(f_init, name="f_init", minimum=0.0)
+            self.f_units = _validate.check_choice(f_units, name="f_units", choices=("std", "absolute"))
 
     def _noise_config(self):
         config = dict(weight_noise=self.weight_noise, act_noise_a=self.act_noise_a,
@@ -182,7 +193,8 @@ class _NoiseInjection:
         if self._kind == "pni":
             config.update(alpha_init=self.alpha_init)
         else:
-            config.update(noise_rank=self.noise_rank, a_init=self.a_init, f_init=self.f_init)
+            config.update(noise_rank=self.noise_rank, a_init=self.a_init, f_init=self.f_init,
+                          f_units=self.f_units)
         return config
 
     def get_config(self):
@@ -236,7 +248,7 @@ class _NoiseInjection:
         a_d, factor = scale
         eps_f = keras.random.normal(batch_shape + (self.noise_rank,), dtype=tensor.dtype, seed=self.seed_generator)
         low_rank = ops.reshape(ops.matmul(eps_f, ops.transpose(factor)), batch_shape + shape)
-        return _diagonal_scale(std, a_d) * eps + low_rank
+        return _diagonal_scale(std, a_d) * eps + self._low_rank_scale(std) * low_rank
 
     def _noisy_kernel(self, kernel):
         scale = self._scale("w")
@@ -258,7 +270,11 @@ class _NoiseInjection:
         eps = keras.random.normal(ops.shape(x), dtype=x.dtype, seed=self.seed_generator)
         eps_f = keras.random.normal((batch, self.noise_rank), dtype=x.dtype, seed=self.seed_generator)
         low_rank = ops.reshape(ops.matmul(eps_f, ops.transpose(factor)), (-1,) + shape)
-        return x + _diagonal_scale(_std(x), a_d) * eps + low_rank
+        std = _std(x)
+        return x + _diagonal_scale(std, a_d) * eps + self._low_rank_scale(std) * low_rank
+
+    def _low_rank_scale(self, std):
+        return std if self.f_units == "std" else 1.0
 
 
 def _check_channels_last(data_format):
@@ -328,12 +344,13 @@ class PNIConv2D(_NoisyConv2D):
 class CPNIConv2D(_NoisyConv2D):
     """`Conv2D` with coloured low-rank noise injection (CPNI / CNI).
 
-    Each call draws one kernel `W + std(W) sqrt(|a_d|) ⊙ eps_d + F eps_f`
+    Each call draws one kernel `W + std(W) (sqrt(|a_d|) ⊙ eps_d + F eps_f)`
     (flattened: `eps_d ~ N(0, I_P)`, `eps_f ~ N(0, I_r)`, `F` of shape
-    `[P, r]`), so the noise covariance is `std(W)^2 diag(|a_d|) + F F^T`:
+    `[P, r]`), so the noise covariance is `std(W)^2 (diag(|a_d|) + F F^T)`:
     correlated across the weights through the rank-r factor. (The original
-    writes the diagonal scale `sqrt(|std(W) a_d|)`, which mixes units; see
-    `_diagonal_scale`.)
+    writes the diagonal scale `sqrt(|std(W) a_d|)`, which mixes units, and
+    adds `F eps_f` unscaled, which at its F = 0.01 keeps a ResNet-20 from
+    training; see `_diagonal_scale`.)
 
     Takes every `keras.layers.Conv2D` argument, plus:
 
@@ -345,6 +362,10 @@ class CPNIConv2D(_NoisyConv2D):
             `--noise-rank`).
         a_init: initial diagonal scale `a_d` (>= 0; 0.25**2).
         f_init: initial value of every entry of `F` (>= 0; 0.01).
+        f_units: "std" (default): `F eps_f` is scaled by std(W) like the
+            diagonal part; "absolute": unscaled, as the original code (at
+            F = 0.01 a CIFAR ResNet-20 then stays at chance; kept to
+            reproduce it).
         seed: seed of the layer's `SeedGenerator`, or None.
 
     Call arguments:
@@ -367,11 +388,12 @@ class CPNIConv2D(_NoisyConv2D):
     _kind = "cpni"
 
     def __init__(self, filters, kernel_size, *, weight_noise=True, act_noise_a=False, act_noise_b=False,
-                 noise_rank=CPNI_RANK, a_init=CPNI_A_INIT, f_init=CPNI_F_INIT, seed=None, **kwargs):
+                 noise_rank=CPNI_RANK, a_init=CPNI_A_INIT, f_init=CPNI_F_INIT, f_units="std", seed=None,
+                 **kwargs):
         _check_channels_last(kwargs.get("data_format"))
         super().__init__(filters, kernel_size, **kwargs)
         self._init_noise(weight_noise, act_noise_a, act_noise_b, None, seed, noise_rank=noise_rank, a_init=a_init,
-                         f_init=f_init)
+                         f_init=f_init, f_units=f_units)
 
 
 @keras.saving.register_keras_serializable(package="tfrobust")

@@ -135,7 +135,7 @@ NOISE_TYPES = ("pni", "cpni", None)
 
 
 def noisy_layer_factories(noise=None, *, weight_noise=True, act_noise_a=False,
-                          act_noise_b=False, noise_rank=5, noise_seed=None):
+                          act_noise_b=False, noise_rank=5, noise_seed=None, cpni_options=None):
     """`(conv, dense)` builders of plain, PNI or CPNI layers (SIAM's `--pni`/`--cpni`).
 
     `conv(filters, kernel, stride, name, **kwargs)` and `dense(units, name,
@@ -143,7 +143,9 @@ def noisy_layer_factories(noise=None, *, weight_noise=True, act_noise_a=False,
     `Dense`. With "pni" every conv is a `PNIConv2D`, with "cpni" a
     `CPNIConv2D` (rank `noise_rank`); the Dense layer is a `PNIDense` in
     both, as the original's final `NoisedLinear`. Each noisy layer gets its
-    own seed `noise_seed + i` (or None).
+    own seed `noise_seed + i` (or None). `cpni_options`: further
+    `CPNIConv2D` arguments (e.g. `{"f_init": 0.01, "f_units": "absolute"}`
+    for the original's low-rank noise).
 
     Every layer follows `weight_noise`: the original builds the first conv
     without the flag, whose default is True, so it always has weight noise
@@ -172,7 +174,7 @@ def noisy_layer_factories(noise=None, *, weight_noise=True, act_noise_a=False,
         if noise == "pni":
             return noise_layers.PNIConv2D(filters, kernel, **flags, seed=seed(), **kwargs)
         return noise_layers.CPNIConv2D(filters, kernel, **flags, noise_rank=noise_rank,
-                                       seed=seed(), **kwargs)
+                                       seed=seed(), **dict(cpni_options or {}), **kwargs)
 
     def dense(units, name, **kwargs):
         if noise is None:
@@ -185,7 +187,7 @@ def noisy_layer_factories(noise=None, *, weight_noise=True, act_noise_a=False,
 def resnet_cifar(
     depth=20, input_shape=(32, 32, 3), num_classes=10, width=1, block=None,
     noise=None, weight_noise=True, act_noise_a=False, act_noise_b=False,
-    noise_rank=5, noise_seed=None,
+    noise_rank=5, noise_seed=None, cpni_options=None,
 ):
     """Builds He et al.'s CIFAR ResNet as used by Smoothed Inference (SIAM).
 
@@ -219,6 +221,8 @@ def resnet_cifar(
         act_noise_a: noise on each noisy layer's input (`--act-noise-a`).
         act_noise_b: noise on each noisy layer's output (`--act-noise-b`).
         noise_rank: rank of CPNI's correlated noise (`--noise-rank`, 5).
+        cpni_options: further `CPNIConv2D` arguments (see
+            `noisy_layer_factories`).
         noise_seed: base seed of the noisy layers' generators, or None.
 
     Returns:
@@ -255,7 +259,8 @@ def resnet_cifar(
 
     make_conv, make_dense = noisy_layer_factories(
         noise, weight_noise=weight_noise, act_noise_a=act_noise_a,
-        act_noise_b=act_noise_b, noise_rank=noise_rank, noise_seed=noise_seed)
+        act_noise_b=act_noise_b, noise_rank=noise_rank, noise_seed=noise_seed,
+        cpni_options=cpni_options)
 
     def conv(filters, kernel, stride, name):
         return make_conv(
