@@ -43,6 +43,7 @@ FACTORIES = {
     "CarliniWagnerL2": (lambda: attacks.CarliniWagnerL2(steps=5, binary_search_steps=2), (False, False, 5)),
     "EAD": (lambda: attacks.EAD(steps=5, binary_search_steps=2), (False, False, 5)),
     "DeepFool": (lambda: attacks.DeepFool(steps=5), (False, False, 5)),
+    "DDN": (lambda: attacks.DDN(steps=5), (False, False, 5)),
     "BoxedLinearL2": (lambda: attacks.BoxedLinearL2(max_iter=7), (False, False, 7)),
 }
 
