@@ -158,8 +158,8 @@ def _diagonal_scale(std, a_d):
 # (std 0.022 at r = 5, a third of a ResNet-20 kernel's std), a shift that
 # multiplies the sum of the receptive field's inputs and swamps the signal:
 # a CIFAR ResNet-20 with it stayed at chance (10% train accuracy after 3
-# epochs on 2,048 images) where PNI reached 25% and F in std(W) units
-# trained like F = 0 (docs/results/smoothing.md).
+# epochs on 2,048 images) where PNI and F in std(W) units reached 23%
+# (benchmarks/noise_training.py; docs/results/smoothing.md).
 
 
 class _NoiseInjection:
