@@ -27,6 +27,7 @@ flags.DEFINE_integer("n_eval", None, "Number of test points (default: each run's
                      "recorded --n_eval, else the whole split).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Evaluation chunk size.", lower_bound=1)
 flags.DEFINE_list("radii", ["0.1", "0.2", "0.5", "1.0"], "L2 radii for the accuracy columns.")
+flags.DEFINE_list("upper_attacks", None, "Upper-bound attacks for every run (default: as each run recorded).")
 FLAGS = flags.FLAGS
 
 
@@ -55,6 +56,7 @@ def main(argv):
         n_eval=FLAGS.n_eval,
         radii=_radii(FLAGS.radii),
         batch_size=FLAGS.batch_size,
+        attacks=tuple(FLAGS.upper_attacks) if FLAGS.upper_attacks else None,
     )
 
 
