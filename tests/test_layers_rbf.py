@@ -79,6 +79,24 @@ def test_beta2_knob_noise_per_example_and_deterministic_at_zero():
     np.testing.assert_allclose(layer(x, beta2=0.0).numpy(), clean)  # call-time override
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_noise_placement_matches_numpy(channels):
+    # Each example's noisy templates, weighted per position and summed over
+    # the overlapping 3x3 patches (the beta2 > 0 path of the reconstruction).
+    from tfrobust.layers.rbf import _place_patches
+
+    rng = np.random.default_rng(channels)
+    w = rng.uniform(size=(2, 4, 5, 3)).astype(np.float32)          # [B, H-2, W-2, K]
+    noise = rng.normal(size=(2, 3, 3, 3, channels)).astype(np.float32)  # [B, K, 3, 3, C]
+    expected = np.zeros((2, 6, 7, channels))
+    for b in range(2):
+        for i in range(4):
+            for j in range(5):
+                expected[b, i:i + 3, j:j + 3] += np.tensordot(w[b, i, j], noise[b], axes=1)
+    np.testing.assert_allclose(_place_patches(tf.constant(w), tf.constant(noise)).numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_layer_contract_rbf():
     run_layer_test(RBFLayer, {"num_templates": 4}, (2, 6, 6, 1), expected_output_shape=(2, 4, 4, 4),
                    expected_num_trainable_weights=0, expected_num_non_trainable_weights=2)

