@@ -38,7 +38,7 @@ def test_quick_sweep_trains_resumes_and_reports(data_dir, tmp_path):
     cmd = [
         sys.executable, os.path.join(ROOT, "apps", "eval_robustness.py"),
         f"--exp_dir={tmp_path}", f"--experiment_name={config['experiment_name']}",
-        f"--out_dir={out}", "--n_eval=20", "--radii=0.05,0.1",
+        f"--out_dir={out}", "--n_eval=20", "--radii=0.05,0.1", "--upper_attacks=boxed_linear,deepfool",
     ]
     env = dict(os.environ, TFROBUST_DATA_DIR=data_dir, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -46,6 +46,7 @@ def test_quick_sweep_trains_resumes_and_reports(data_dir, tmp_path):
     rows_app = json.loads((out / "robustness.json").read_text())
     assert len(rows_app) == len(rows)
     assert rows_app[0]["radii"] == [0.05, 0.1]
+    assert rows_app[0]["upper_attacks"] == ["boxed_linear", "deepfool"]
 
 
 def test_bad_config_and_filters(tmp_path):
