@@ -50,13 +50,15 @@ count as misclassifications.
 import importlib
 
 # Name -> submodule; loaded on first use so that `tfrobust.evaluation.registry`
-# (used to validate command lines) does not pull in TensorFlow.
+# (used to validate command lines) does not pull in TensorFlow. No exported
+# name may equal a submodule's: importing the submodule would rebind the
+# package attribute to the module (hence `autoattack` for `auto_attack`).
 _EXPORTS = {
     "load_model": "app",
     "run_attack_app": "app",
-    "AutoAttackResult": "auto_attack",
-    "auto_attack": "auto_attack",
-    "auto_attack_sequence": "auto_attack",
+    "AutoAttackResult": "autoattack",
+    "auto_attack": "autoattack",
+    "auto_attack_sequence": "autoattack",
     "ABSTAIN": "certificates",
     "Certificate": "certificates",
     "CertificateResult": "certificates",
