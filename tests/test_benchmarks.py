@@ -89,8 +89,27 @@ def test_rbf_benchmark_on_digits():
 def test_smoothing_benchmark_runs_tiny(data_dir):
     text = _run("smoothing.py", f"--data_dir={data_dir}", "--n=50", "--n0=10", "--n_images=2",
                 "--batch_size=40", "--repeats=1")
-    for prefix in ("| raw batched forward", "| Smooth.sample_counts", "| SmoothedClassifier",
-                   "| tfrobust certify_batch"):
+    for prefix in ("| raw batched forward", "| Gaussian draw alone", "| draw + forward in one function",
+                   "| Smooth.sample_counts", "| SmoothedClassifier", "| tfrobust certify_batch"):
         assert any(line.startswith(prefix) for line in text.splitlines()), text
     # ART is optional: either its row and the speed-up, or the row saying it was skipped.
     assert "| speed-up over ART" in text or "| ART certify | skipped" in text, text
+
+
+def test_pgd_overhead_runs_tiny(data_dir, tmp_path):
+    text = _run("pgd_overhead.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
+                "--n=8", "--batch_size=8", "--instances=2", "--timed=1", "--norms=inf,2")
+    for norm in ("Linf", "L2"):
+        assert f"PGD-40 {norm}" in text, text
+    for name in ("tfrobust0", "bare0", "tfrobust1", "bare1"):
+        row = _row(text, f"| {name} |")
+        assert float(row[1].split()[0]) > 0, row
+    assert text.count("tfrobust / bare, median CPU over instances") == 2, text
+
+
+def test_noise_training_runs_tiny(data_dir):
+    text = _run("noise_training.py", f"--data_dir={data_dir}", "--epochs=1", "--n_train=64", "--n_eval=16",
+                "--depth=8", "--variants=plain,cpni", "--cpni_absolute_f=0.01")
+    for prefix in ("| no noise |", "| CPNI (F = 0.01 in std(W) units) |", "| CPNI (F = 0.01 absolute"):
+        row = _row(text, prefix)
+        assert 0.0 <= float(row[1]) <= 100.0, row  # one epoch: one training accuracy
