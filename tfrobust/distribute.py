@@ -16,7 +16,9 @@ outputs = distribute.run_batches(
 Used by `tfrobust.evaluation.evaluate(..., strategy=)`,
 `evaluation.auto_attack(..., strategy=)`, `smoothing.Smooth.certify_batch`
 and `smoothing.SmoothedClassifier.predict_dataset`; `map_batches` is the
-one call for code that runs with or without a strategy.
+one call for code that runs with or without a strategy, `stream_batches`
+its lazy variant for the engine (the caller's own random work on each
+output on streams after the batches').
 
 **How the work is split.** A replica runs whole batches, never a slice of
 one: global step k gives batch `k * R + r` to replica r (R replicas in sync,
@@ -52,7 +54,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["BatchStreams", "is_chief", "map_batches", "output_dir", "run_batches", "write_dir"]
+__all__ = ["BatchStreams", "is_chief", "map_batches", "output_dir", "run_batches", "stream_batches",
+           "write_dir"]
 
 # Samples skipped between the streams of consecutive batches (2**40 samples
 # is far more than any attack draws on one batch; 2**23 batches fit in int64).
@@ -245,6 +248,42 @@ def map_batches(strategy, fn, batches, *, streams=None):
             out.append(tuple(np.asarray(t) for t in (r if isinstance(r, (tuple, list)) else (r,))))
     streams.finish(len(batches))
     return out
+
+
+def stream_batches(strategy, fn, batches, *, streams):
+    """Yields `fn`'s output per batch, batch i on stream i; the caller's own
+    random work on output i (e.g. predicting on it) runs on stream `n + i`.
+
+    The engine's pattern for attacks on a possibly randomized model: the
+    attack of batch i draws from stream i and the caller's prediction of
+    its result from stream n + i (n batches), on both paths, so neither
+    depends on the replica. Without a strategy `fn` is called eagerly per
+    batch, lazily between the yields; with one, every batch runs through
+    `run_batches` first. Afterwards the streams stand at `2 n`.
+
+    Args:
+        strategy: a `tf.distribute.Strategy` or None.
+        fn: `fn(*tensors)`, as in `run_batches` (eager calls without a
+            strategy, so it may be an attack that compiles itself).
+        batches: list of tuples of NumPy arrays.
+        streams: `BatchStreams` of every generator involved.
+
+    Yields:
+        Without a strategy `fn`'s own output; with one a tuple of NumPy
+        arrays (see `run_batches`).
+    """
+    n = len(batches)
+    if strategy is None:
+        for i, b in enumerate(batches):
+            streams.enter(i)
+            out = fn(*[tf.constant(a) for a in b])
+            streams.enter(n + i)
+            yield out
+    elif batches:
+        for i, out in enumerate(run_batches(strategy, fn, batches, streams=streams)):
+            streams.enter(n + i)
+            yield out
+    streams.finish(2 * n)
 
 
 def is_chief(strategy):

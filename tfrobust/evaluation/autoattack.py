@@ -156,27 +156,15 @@ def auto_attack_sequence(threat, version="standard", *, seed=0, bounds=(0.0, 1.0
 
 
 def _candidates(attack, model, x, y, parts, strategy):
-    """Yields the attack's `x_adv` (float32 NumPy) on each part; part i draws from stream i."""
+    """Yields the attack's `x_adv` (float32 NumPy) on each part; part i on stream i, the
+    caller's prediction on stream n + i (`tfrobust.distribute.stream_batches`)."""
     from tfrobust import distribute
 
-    # The model's generators too, and the caller's prediction of part i on
-    # stream n + i: see `tfrobust.evaluation.run._attack_outputs`.
-    streams = distribute.BatchStreams.of([attack, model])
-    n = len(parts)
-    if strategy is None:
-        for i, part in enumerate(parts):
-            streams.enter(i)
-            candidate = np.asarray(attack(model, x[part], y[part]), dtype=np.float32)
-            streams.enter(n + i)
-            yield candidate
-    elif parts:
-        outs = distribute.run_batches(
-            strategy, lambda xb, yb: tf.convert_to_tensor(attack(model, xb, yb), tf.float32),
-            [(x[part], y[part]) for part in parts], streams=streams)
-        for i, (candidate,) in enumerate(outs):
-            streams.enter(n + i)
-            yield np.asarray(candidate, dtype=np.float32)
-    streams.finish(2 * n)
+    outs = distribute.stream_batches(
+        strategy, lambda xb, yb: tf.convert_to_tensor(attack(model, xb, yb), tf.float32),
+        [(x[part], y[part]) for part in parts], streams=distribute.BatchStreams.of([attack, model]))
+    for out in outs:
+        yield np.asarray(out[0] if isinstance(out, tuple) else out, dtype=np.float32)
 
 
 def auto_attack(model, x, y, threat, *, version="standard", batch_size=500, seed=0, bounds=(0.0, 1.0),

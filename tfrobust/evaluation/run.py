@@ -108,40 +108,22 @@ def _finish_batch(attack, x, out, bounds):
     return np.asarray(x_adv), np.asarray(norm)
 
 
-def _run_one(attack, model, x, y, targeted, bounds):
-    """One batch: returns `(x_adv, min_norm or None)` as NumPy arrays."""
-    x = tf.convert_to_tensor(x)
-    return _finish_batch(attack, x, _attack_batch(attack, model, x, y, targeted), bounds)
-
-
 def _attack_outputs(attack, model, batches, targeted, bounds, strategy):
-    """Yields `(x_adv, min_norm)` per batch; batch i draws from random stream i (see `tfrobust.distribute`).
+    """Yields `(x_adv, min_norm)` per batch (see `tfrobust.distribute.stream_batches`).
 
     The streams cover the model's generators too (a randomized defense
     draws noise inside the attack), and the caller's prediction of batch i
-    runs on stream `n + i` (n batches): so with and without a strategy, the
-    attack and the final prediction of every batch see the same noise,
-    whichever replica ran it.
+    runs on stream `n + i`: with and without a strategy, the attack and the
+    final prediction of every batch see the same noise, whichever replica
+    ran it.
     """
     from tfrobust import distribute
 
-    streams = distribute.BatchStreams.of([attack, model])
-    n = len(batches)
-    if strategy is None:
-        for i, b in enumerate(batches):
-            streams.enter(i)
-            out = _run_one(attack, model, tf.constant(b.x_run), tf.constant(b.y_run), targeted, bounds)
-            streams.enter(n + i)
-            yield out
-    else:
-        raw = distribute.run_batches(
-            strategy, lambda x, y: _attack_batch(attack, model, x, y, targeted),
-            [(b.x_run, b.y_run) for b in batches], streams=streams)
-        for i, (b, out) in enumerate(zip(batches, raw)):
-            out = _finish_batch(attack, b.x_run, out, bounds)
-            streams.enter(n + i)
-            yield out
-    streams.finish(2 * n)
+    raw = distribute.stream_batches(
+        strategy, lambda x, y: _attack_batch(attack, model, x, y, targeted),
+        [(b.x_run, b.y_run) for b in batches], streams=distribute.BatchStreams.of([attack, model]))
+    for b, out in zip(batches, raw):
+        yield _finish_batch(attack, b.x_run, out, bounds)
 
 
 def _config(attack):
