@@ -5,6 +5,11 @@ BPDA+EoT attack on the deployed randomized model, per threat, with the
 worst case over attacks:
 
     python apps/test_rCNN.py --model=runs/rcnn_plus/model.keras --out_dir=runs/rcnn_plus/test
+    # Table IV's radius, black-box rows from an undefended CNN, Figs. 3 and 5:
+    python apps/test_rCNN.py --model=runs/rcnn_plus/model.keras --threats=linf:0.35 \
+        --transfer_from=runs/cnn/model.keras --spsa_steps=20 --figures
+    # the plain / Madry baselines under the same static battery:
+    python apps/test_rCNN.py --model=runs/madry/model.keras --threats=linf
 """
 
 from absl import app, flags
@@ -17,8 +22,8 @@ flags.DEFINE_string("dataset", "mnist", "Dataset name.")
 flags.DEFINE_string("data_dir", None, "Local dataset files (default: $TFROBUST_DATA_DIR, then tfds).")
 flags.DEFINE_string("out_dir", "runs/rcnn/test", "Where results.json / results.md go.")
 flags.DEFINE_integer("n_eval", 1000, "Test images for clean accuracy and static attacks.", lower_bound=1)
-flags.DEFINE_integer("n_adaptive", 200, "Test images for the (costly) BPDA+EoT attack.", lower_bound=1)
-flags.DEFINE_list("threats", ["linf", "l2", "l1"], "Threats: linf (0.3), l2 (2.0), l1 (15).")
+flags.DEFINE_integer("n_adaptive", 200, "Test images for the (costly) BPDA+EoT attack (0: none).", lower_bound=0)
+flags.DEFINE_list("threats", ["linf", "l2", "l1"], "Threats: linf (0.3), l2 (2.0), l1 (15), or norm:eps.")
 flags.DEFINE_float("beta1", 25.0, "beta1 at test time.")
 flags.DEFINE_float("beta2", 1.75, "beta2 of the deployed (randomized) model.")
 flags.DEFINE_integer("samples", 10, "m, reconstructions averaged per prediction.", lower_bound=1)
@@ -28,7 +33,16 @@ flags.DEFINE_integer("square_queries", 1000, "Square attack queries.", lower_bou
 flags.DEFINE_integer("cw_steps", 200, "C&W / EAD steps per binary-search step.", lower_bound=1)
 flags.DEFINE_integer("eot_samples", 50, "EoT draws per adaptive step (paper: 50).", lower_bound=1)
 flags.DEFINE_integer("adaptive_steps", 20, "PGD steps of the adaptive attack.", lower_bound=1)
-flags.DEFINE_list("beta2_sweep", ["0", "1", "1.75"], "beta2 values of the clean-accuracy sweep.")
+flags.DEFINE_list("beta2_sweep", ["0", "1", "1.75"], "beta2 values of the clean-accuracy sweep; the static "
+                  "examples are judged at each one > 0 too (Table VII).")
+flags.DEFINE_list("adaptive_beta2", None, "beta2 values of the adaptive attack (default: --beta2).")
+flags.DEFINE_list("attacks", None, "Static attacks to run (default: all), e.g. PGD,APGD-CE,PGD (transfer).")
+flags.DEFINE_integer("auto_targets", 9, "Target classes of APGD-T and FAB-T.", lower_bound=1)
+flags.DEFINE_integer("spsa_steps", 0, "SPSA steps (0: no SPSA; paper: 100).", lower_bound=0)
+flags.DEFINE_integer("spsa_samples", 128, "SPSA evaluations per step (paper: 8192).", lower_bound=2)
+flags.DEFINE_string("transfer_from", None, "Undefended classifier (.keras) for the black-box transfer rows.")
+flags.DEFINE_boolean("figures", False, "Write Fig. 3 (reconstructions) and Fig. 5 (saliency, with "
+                     "--transfer_from) PNGs.")
 flags.DEFINE_integer("batch_size", 250, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 define_strategy_flag()  # the static attacks; the randomized BPDA+EoT view runs on one device
@@ -40,18 +54,25 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tfrobust.experiments.rbf_cnn_eval import EvalConfig, evaluate_rcnn
 
-    try:
-        sweep = tuple(float(b) for b in FLAGS.beta2_sweep)
-    except ValueError:
-        raise ValueError("Expected `--beta2_sweep` to be comma-separated numbers. "
-                         f"Received: --beta2_sweep={','.join(FLAGS.beta2_sweep)}") from None
+    sweep = _numbers("beta2_sweep")
+    adaptive = _numbers("adaptive_beta2") if FLAGS.adaptive_beta2 else None
     evaluate_rcnn(EvalConfig(
         model=FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, out_dir=FLAGS.out_dir,
         n_eval=FLAGS.n_eval, n_adaptive=FLAGS.n_adaptive, threats=tuple(FLAGS.threats), beta1=FLAGS.beta1,
         beta2=FLAGS.beta2, samples=FLAGS.samples, steps=FLAGS.steps, auto_steps=FLAGS.auto_steps,
         square_queries=FLAGS.square_queries, cw_steps=FLAGS.cw_steps, eot_samples=FLAGS.eot_samples,
-        adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-        strategy=FLAGS.strategy))
+        adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, adaptive_beta2=adaptive,
+        attacks=tuple(FLAGS.attacks) if FLAGS.attacks is not None else None, auto_targets=FLAGS.auto_targets,
+        spsa_steps=FLAGS.spsa_steps, spsa_samples=FLAGS.spsa_samples, transfer_from=FLAGS.transfer_from,
+        figures=FLAGS.figures, batch_size=FLAGS.batch_size, seed=FLAGS.seed, strategy=FLAGS.strategy))
+
+
+def _numbers(name):
+    try:
+        return tuple(float(b) for b in FLAGS[name].value)
+    except ValueError:
+        raise ValueError(f"Expected `--{name}` to be comma-separated numbers. "
+                         f"Received: --{name}={','.join(FLAGS[name].value)}") from None
 
 
 if __name__ == "__main__":

@@ -7,9 +7,17 @@
    CNN with and without it at batch 256 (target: at most +50%).
 3. m = 10 sample inference against one deterministic forward (target: at
    most 10x; the samples are folded into one batch).
+4. `--train_steps=N` (the paper's Table II, as a ratio): seconds per epoch
+   of rCNN+ training (batch 128 + 30 Gaussian + 30 adversarial-noise
+   copies, the table filled) against PGD-40 adversarial training of the
+   same C&W CNN (Madry: L-inf 0.3, 40 steps of 0.01, random start, batch
+   50), each timed over N warm steps of `tfrobust.training.fit` and scaled
+   to one epoch of the training set; plus rCNN+'s one-off cost of its BIM
+   table (10 steps over the training set), timed on 500 images.
 
     python benchmarks/rbf.py --data_dir=PATH     # MNIST (else the embedded digits)
     python benchmarks/rbf.py --templates=runs/rbf/mnist.npz
+    python benchmarks/rbf.py --templates=runs/rbf/mnist.npz --train_steps=20 --skip_speed
 """
 
 import os
@@ -28,6 +36,8 @@ flags.DEFINE_string("templates", None, "Template file (default: a short EM run h
 flags.DEFINE_integer("n_pass", None, "Images in the timed EM pass (default: the whole training split).")
 flags.DEFINE_integer("batch_size", 256, "Forward batch size.")
 flags.DEFINE_integer("repeats", 20, "Timed repetitions.")
+flags.DEFINE_integer("train_steps", 0, "Timed training steps of the Table II rows (0: skip them).")
+flags.DEFINE_boolean("skip_speed", False, "Only the Table II rows (rows 1-3 skipped).")
 FLAGS = flags.FLAGS
 
 
@@ -40,6 +50,13 @@ def main(argv):
         templates = rbf.load_templates(FLAGS.templates)
     else:
         templates = rbf.train_templates(x[:3000], config=rbf.EMConfig(total_steps=60, non_param_steps=50))
+    if not FLAGS.skip_speed:
+        _speed(x, templates)
+    if FLAGS.train_steps:
+        _training_ratio(x, templates, FLAGS.train_steps)
+
+
+def _speed(x, templates):
     k = templates.num_templates
     means = templates.means.reshape(k, -1).astype(np.float64)
     variances = templates.variances.astype(np.float64)
@@ -77,6 +94,43 @@ def main(argv):
     t_m = median_seconds(lambda: sampled(batch).numpy(), FLAGS.repeats, warmup=2)
     print(f"m=10 samples (beta2=1.75): {1e3 * t_m:.1f} ms = {t_m / t_front:.1f}x one deterministic forward "
           "(target <= 10x)")
+
+
+def _epoch_seconds(model, x, y, batch_size, steps, **hooks):
+    """Seconds of one epoch over `x`, from `steps` warm steps of `fit`."""
+    from tfrobust import training
+
+    # Two short epochs: the first traces the step, the second is timed.
+    history = training.fit(model, (x, y), epochs=2, batch_size=batch_size, optimizer="adam",
+                           learning_rate=1e-3, steps_per_epoch=steps, verbose=0, **hooks)
+    return history["epoch_time"][-1] * int(np.ceil(len(x) / batch_size)) / steps
+
+
+def _training_ratio(x, templates, steps):
+    from tfrobust import attacks, threats
+    from tfrobust.transforms import Adversarial
+    from tfrobust.transforms.manifold import pgd_training_attack
+    from tfrobust.transforms.rcnn_plus import RCNNPlusNoise
+
+    y = data.load("mnist" if x.shape[1] == 28 else "digits", "train", data_dir=FLAGS.data_dir)[1]
+    onehot = np.clip(np.eye(10, dtype=np.float32)[y], 0.1 / 9, 0.9)
+    plus = RBFCNN.from_templates(templates, models.cw_mnist_cnn(x.shape[1:], 10), beta1=125.0, beta2=0.0,
+                                 samples=1)
+    plus.build((None,) + x.shape[1:])
+    table = tf.Variable(tf.zeros(x.shape, tf.float32), trainable=False)
+    filled = tf.Variable(True, trainable=False)
+    t_plus = _epoch_seconds(plus, x, onehot, 128, steps, input_transform=RCNNPlusNoise(table, filled),
+                            state={"adv_noise_table": table, "adv_noise_filled": filled})
+    madry = models.cw_mnist_cnn(x.shape[1:], 10)
+    pgd = Adversarial(pgd_training_attack(0.3, 40, norm=np.inf, step_size=0.01, random_start=True))
+    t_madry = _epoch_seconds(madry, x, y, 50, steps, input_transform=pgd)
+    bim = attacks.BIM(threats.LpBall(np.inf, 0.3), steps=10)
+    n = min(500, len(x))
+    t_bim = median_seconds(lambda: np.asarray(bim(plus, x[:n], y[:n])), 1, warmup=1) * len(x) / n
+    print(f"Table II, seconds per epoch over {len(x)} images ({steps} timed steps each): rCNN+ {t_plus:.1f} s, "
+          f"PGD-40 adversarial training {t_madry:.1f} s, ratio {t_madry / t_plus:.1f}x "
+          f"(paper, GTX 1080Ti: 112 / 11 = 10.2x); rCNN+'s one-off BIM table {t_bim:.1f} s "
+          f"= {t_bim / t_plus:.1f} epochs")
 
 
 if __name__ == "__main__":

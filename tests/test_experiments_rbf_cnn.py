@@ -52,10 +52,39 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
     assert min(static["per_attack"].values()) >= list(static["worst_case"].values())[0] - 1e-9
     assert "BPDA+EoT PGD" in results["adaptive"]["linf"]["per_attack"]
 
+    # Table IV's radius, Table VII's judged rows and adaptive beta2, the
+    # black-box rows from an (untrained) undefended CNN, Figs. 3 and 5.
+    import keras
+
+    from tfrobust import models
+
+    cnn = models.cw_mnist_cnn((8, 8, 1), 10)
+    cnn_path = str(tmp_path / "cnn.keras")
+    cnn.save(cnn_path)
+    more = evaluate_rcnn(EvalConfig(model=os.path.join(out, "model.keras"), dataset="digits",
+                                    out_dir=str(tmp_path / "more"), n_eval=16, n_adaptive=4,
+                                    threats=("linf:0.35",), steps=2, cw_steps=2, eot_samples=2, adaptive_steps=1,
+                                    beta2_sweep=(0.0, 1.0), adaptive_beta2=(0.5, 1.75),
+                                    attacks=("PGD", "SPSA", "PGD (transfer)", "FGSM (transfer)"), spsa_steps=2,
+                                    spsa_samples=4, transfer_from=cnn_path, figures=True, batch_size=16))
+    static = more["static"]["linf:0.35"]["per_attack"]
+    assert set(static) == {"PGD-2", "SPSA", "PGD-2 (transfer)", "FGSM (transfer)"}
+    judged = more["static_judged"]["1.0"]["linf:0.35"]
+    assert set(judged["per_attack"]) == set(static)
+    assert judged["worst_case"]["all attacks"] <= min(judged["per_attack"].values()) + 1e-9
+    assert set(more["adaptive_beta2"]) == {"0.5"} and "linf:0.35" in more["adaptive"]
+    assert all(os.path.getsize(more["figures"][k]) > 0 for k in ("fig3", "fig5"))
+    # A plain classifier gets the static battery only (the baseline rows).
+    plain = evaluate_rcnn(EvalConfig(model=cnn_path, dataset="digits", out_dir=str(tmp_path / "plain"), n_eval=8,
+                                     threats=("l1",), attacks=("PGD",), steps=1, batch_size=8))
+    assert set(plain["clean"]) == {"plain"} and not plain["adaptive"] and plain["n_adaptive"] == 0
+    assert keras.saving.load_model(cnn_path) is not None
+
 
 @pytest.mark.parametrize("app, args, message", [
     ("train_rCNN.py", ["--eps_range=a,b"], "--eps_range"),
     ("test_rCNN.py", ["--model=does/not/exist.keras"], "does/not/exist.keras"),
+    ("test_rCNN.py", ["--threats=linf:-1"], "threats"),
     ("train_rbf_layer.py", ["--dataset=digits", "--method=em", "--n_train=0"], "n_train"),
 ])
 def test_apps_report_errors_without_traceback(app, args, message):

@@ -12,6 +12,16 @@ Two views of one trained model:
 
 Robust accuracy is reported per attack and as the worst case over all
 attacks of a threat (the honest number; the paper reports per-attack ones).
+
+The static adversarial examples are also judged by the randomized model at
+each beta2 > 0 of the sweep (the paper's Table VII protocol: examples made
+with z_j = mu_j, classified by the m-sample model), and the adaptive attack
+can run at several beta2 (`adaptive_beta2`). Black-box rows: SPSA on the
+static view and, with `transfer_from` (an undefended CNN), PGD / FGSM /
+C&W / EAD made on that CNN. A model without RBF knobs (a plain or Madry
+CNN) gets the static battery only, so the baselines share one protocol.
+A threat is `linf`, `l2`, `l1` (the paper's 0.3, 2.0, 15) or `name:eps`
+(e.g. `linf:0.35`, Table IV).
 """
 
 import dataclasses
@@ -45,6 +55,13 @@ class EvalConfig:
     eot_samples: int = 50
     adaptive_steps: int = 20
     beta2_sweep: tuple = (0.0, 1.0, 1.75)
+    adaptive_beta2: tuple = None     # default: (beta2,)
+    attacks: tuple = None            # static attacks to run (None: all); names as in the results
+    auto_targets: int = 9            # target classes of APGD-T / FAB-T
+    spsa_steps: int = 0              # 0: no SPSA (paper: 100 steps of 8192 evaluations)
+    spsa_samples: int = 128
+    transfer_from: str = None        # an undefended classifier (.keras) for the transfer rows
+    figures: bool = False            # Fig. 3 (reconstructions) and Fig. 5 (saliency, needs transfer_from)
     batch_size: int = 250
     seed: int = 0
     # tf.distribute strategy name of the static attacks (the randomized
@@ -71,23 +88,34 @@ class _AttackOn:
         return dict(self.attack.get_config(), view=type(self.view).__name__, adaptive=True)
 
 
-def _static_attacks(p, eps, config):
-    from tfrobust import attacks, threats
-    from tfrobust.attacks.apgd import APGD, APGDT
-    from tfrobust.attacks.fab import FABT
-    from tfrobust.attacks.square import Square
+def parse_threat(name):
+    """`(p, eps)` of a threat name: `linf`, `l2`, `l1` or `name:eps`.
 
-    ball, seed, steps = threats.LpBall(p, eps), config.seed, config.steps
-    out = {
-        "FGSM": attacks.FGSM(eps, p),
-        f"PGD-{steps}": attacks.PGD(ball, steps=steps, seed=seed),
-        "MI-FGSM": attacks.MIFGSM(ball, steps=steps),
-        "APGD-CE": APGD(ball, steps=config.auto_steps, seed=seed),
-        "APGD-T": APGDT(ball, steps=config.auto_steps, n_target_classes=9, seed=seed),
-        "FAB-T": FABT(ball, steps=config.auto_steps, n_target_classes=9, seed=seed),
-    }
-    if p != 1:
-        out["Square"] = Square(ball, n_queries=config.square_queries, seed=seed)
+    Raises:
+        ValueError: on an unknown norm or a bad eps.
+    """
+    norm, _, eps = str(name).partition(":")
+    p, default = THREATS[_validate.check_choice(norm, name="threats", choices=tuple(THREATS))]
+    if not eps:
+        return p, default
+    try:
+        value = float(eps)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise _validate.error("threats", "a norm or norm:eps with eps > 0 (e.g. linf:0.35)", name)
+    return p, value
+
+
+def _deterministic(model):
+    return lambda z: model.classifier(model.reconstruction(z, beta2=0.0), training=False)
+
+
+def _white_box(ball, p, eps, config):
+    from tfrobust import attacks
+
+    steps = config.steps
+    out = {"FGSM": attacks.FGSM(eps, p), f"PGD-{steps}": attacks.PGD(ball, steps=steps, seed=config.seed)}
     if p == 2:
         out["CW"] = attacks.CarliniWagnerL2(ball, binary_search_steps=5, steps=config.cw_steps)
     if p == 1:
@@ -95,10 +123,42 @@ def _static_attacks(p, eps, config):
     return out
 
 
-def _accuracy(model, x, y, batch_size):
-    pred = np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size])), -1)
-                           for i in range(0, len(x), batch_size)])
-    return float(np.mean(pred == y))
+def _static_attacks(model, p, eps, config, source=None):
+    from tfrobust import attacks, threats
+    from tfrobust.attacks.apgd import APGD, APGDT
+    from tfrobust.attacks.fab import FABT
+    from tfrobust.attacks.spsa import SPSA
+    from tfrobust.attacks.square import Square
+    from tfrobust.attacks.transfer import TransferAttack
+
+    ball, seed, targets = threats.LpBall(p, eps), config.seed, config.auto_targets
+    out = _white_box(ball, p, eps, config)
+    out.update({
+        "MI-FGSM": attacks.MIFGSM(ball, steps=config.steps),
+        "APGD-CE": APGD(ball, steps=config.auto_steps, seed=seed),
+        "APGD-T": APGDT(ball, steps=config.auto_steps, n_target_classes=targets, seed=seed),
+        "FAB-T": FABT(ball, steps=config.auto_steps, n_target_classes=targets, seed=seed),
+    })
+    if p != 1:
+        out["Square"] = Square(ball, n_queries=config.square_queries, seed=seed)
+    if config.spsa_steps:
+        spsa = SPSA(ball, steps=config.spsa_steps, samples=config.spsa_samples,
+                    chunk_size=min(128, config.spsa_samples), seed=seed)
+        # SPSA vectorizes its queries: it queries the stateless beta2 = 0
+        # reconstruction (the static model's own outputs, without its
+        # variable knob); the engine judges the model itself.
+        out["SPSA"] = _AttackOn(spsa, _deterministic(model)) if hasattr(model, "reconstruction") else spsa
+    if source is not None:
+        # Black-box transfer (the paper's "(Black-box)" rows): made on the
+        # undefended CNN, judged on this model.
+        out.update({f"{name} (transfer)": TransferAttack(source, attack)
+                    for name, attack in _white_box(ball, p, eps, config).items()})
+    if config.attacks is not None:
+        # "PGD" selects PGD-<steps> (and "PGD (transfer)" its transfer row).
+        pgd = f"PGD-{config.steps}"
+        out = {name: a for name, a in out.items()
+               if name in config.attacks or name.replace(pgd, "PGD") in config.attacks}
+    return out
 
 
 def evaluate_rcnn(config):
@@ -121,43 +181,88 @@ def _evaluate_rcnn(config, dist, spread):
     from tfrobust.evaluation import evaluate
 
     os.makedirs(config.out_dir, exist_ok=True)
-    for name in config.threats:
-        _validate.check_choice(name, name="threats", choices=tuple(THREATS))
+    parsed = {name: parse_threat(name) for name in config.threats}
     with dist.scope():
         model = tfrobust.load_model(config.model)
+    source = tfrobust.load_model(config.transfer_from) if config.transfer_from else None
+    knobs = hasattr(model, "set_knobs")  # an RBF-CNN; else a plain classifier (baseline rows)
     x, y = data.load(config.dataset, "test", data_dir=config.data_dir)
     x, y = x[:config.n_eval], y[:config.n_eval].astype(np.int64)
-    results = {"model": config.model, "n_eval": int(len(x)), "n_adaptive": int(min(config.n_adaptive, len(x))),
-               "config": dataclasses.asdict(config), "clean": {}, "static": {}, "adaptive": {}}
+    n = int(min(config.n_adaptive, len(x))) if knobs else 0
+    results = {"model": config.model, "n_eval": int(len(x)), "n_adaptive": n,
+               "config": dataclasses.asdict(config), "clean": {}, "static": {}, "static_judged": {},
+               "adaptive": {}, "adaptive_beta2": {}}
     start = time.time()
-    for beta2 in config.beta2_sweep:
-        model.set_knobs(beta1=config.beta1, beta2=beta2, samples=config.samples if beta2 > 0 else 1)
+    sweep = config.beta2_sweep if knobs else ()
+    for beta2 in sweep:
+        _set(model, config, beta2)
         results["clean"][str(beta2)] = _accuracy(model, x, y, config.batch_size)
+    if not knobs:
+        results["clean"]["plain"] = _accuracy(model, x, y, config.batch_size)
     # Static view: deterministic, exact gradients.
-    model.set_knobs(beta2=0.0, samples=1)
-    for name in config.threats:
-        p, eps = THREATS[name]
-        report = evaluate(model, (x, y), _static_attacks(p, eps, config),
-                          batch_size=config.batch_size, seed=config.seed, sanity_checks=False, verbose=1,
-                          strategy=spread)
+    if knobs:
+        _set(model, config, 0.0)
+    kept = {}
+    for name, (p, eps) in parsed.items():
+        battery = _static_attacks(model, p, eps, config, source)
+        if not battery:
+            continue
+        report = evaluate(model, (x, y), battery, batch_size=config.batch_size, seed=config.seed,
+                          sanity_checks=False, verbose=1, strategy=spread, keep_adversarials=True)
         results["static"][name] = _summary(report)
+        kept[name] = {a: r.x_adv for a, r in report.attacks.items()}
         _write(config.out_dir, results)  # a crash later keeps what is done
+    # The static examples judged by the randomized model (Table VII's rows).
+    for beta2 in (b for b in sweep if b > 0):
+        _set(model, config, beta2)
+        results["static_judged"][str(beta2)] = {name: _judged(model, x, y, adv, config.batch_size)
+                                                for name, adv in kept.items()}
+    _write(config.out_dir, results)
     # Randomized view: BPDA + EoT against the m-sample model.
-    model.set_knobs(beta2=config.beta2, samples=config.samples)
-    n = results["n_adaptive"]
-    view = model.eot(config.eot_samples, bpda=True)
-    for name in config.threats:
-        p, eps = THREATS[name]
-        pgd = attacks.PGD(threats.LpBall(p, eps), steps=config.adaptive_steps, seed=config.seed)
-        report = evaluate(model, (x[:n], y[:n]), {"BPDA+EoT PGD": _AttackOn(pgd, view)},
-                          batch_size=max(1, config.batch_size // 5), seed=config.seed, sanity_checks=False,
-                          verbose=1)
-        results["adaptive"][name] = _summary(report)
-        _write(config.out_dir, results)
+    for beta2 in (config.adaptive_beta2 or (config.beta2,)) if n else ():
+        _set(model, config, beta2)
+        view = model.eot(config.eot_samples, bpda=True)
+        into = results["adaptive"] if beta2 == config.beta2 else results["adaptive_beta2"].setdefault(str(beta2), {})
+        for name, (p, eps) in parsed.items():
+            pgd = attacks.PGD(threats.LpBall(p, eps), steps=config.adaptive_steps, seed=config.seed)
+            report = evaluate(model, (x[:n], y[:n]), {"BPDA+EoT PGD": _AttackOn(pgd, view)},
+                              batch_size=max(1, config.batch_size // 5), seed=config.seed, sanity_checks=False,
+                              verbose=1)
+            into[name] = _summary(report)
+            _write(config.out_dir, results)
+    if config.figures:
+        from tfrobust.experiments.rbf_cnn_figures import write_figures
+
+        results["figures"] = write_figures(model, source, x, y, kept, config)
     results["seconds"] = round(time.time() - start, 1)
     _write(config.out_dir, results)
     print(markdown(results))
     return results
+
+
+def _set(model, config, beta2):
+    model.set_knobs(beta1=config.beta1, beta2=beta2, samples=config.samples if beta2 > 0 else 1)
+
+
+def _predict(model, x, batch_size):
+    return np.concatenate([np.argmax(np.asarray(model(x[i:i + batch_size])), -1)
+                           for i in range(0, len(x), batch_size)])
+
+
+def _accuracy(model, x, y, batch_size):
+    return float(np.mean(_predict(model, x, batch_size) == y))
+
+
+def _judged(model, x, y, adversarials, batch_size):
+    """Per-attack and worst-case accuracy of `model` on kept adversarial
+    examples (a point counts as robust only if its clean prediction is right too)."""
+    clean = _predict(model, x, batch_size) == y
+    robust, per_attack = clean.copy(), {}
+    for name, x_adv in adversarials.items():
+        correct = (_predict(model, x_adv, batch_size) == y) & clean
+        per_attack[name] = float(np.mean(correct))
+        robust &= correct
+    return {"per_attack": per_attack, "worst_case": {"all attacks": float(np.mean(robust))}}
 
 
 def _write(out_dir, results):
@@ -181,10 +286,20 @@ def markdown(results):
              f"(adaptive attacks: the first {results['n_adaptive']}).", "",
              "| beta2 | clean accuracy |", "| --- | --- |"]
     lines += [f"| {b} | {100 * a:.1f} |" for b, a in results["clean"].items()]
-    for view in ("static", "adaptive"):
-        for threat, summary in results[view].items():
-            lines += ["", f"**{view}, {threat} ({THREATS[threat][1]})**", "", "| attack | robust accuracy |",
-                      "| --- | --- |"]
-            lines += [f"| {name} | {100 * acc:.1f} |" for name, acc in summary["per_attack"].items()]
-            lines += [f"| worst case ({key}) | {100 * acc:.1f} |" for key, acc in summary["worst_case"].items()]
+    beta2 = results["config"]["beta2"]
+    sections = [(f"static (beta2 = 0, m = 1), {t}", v) for t, v in results["static"].items()]
+    sections += [(f"static examples judged at beta2 = {b}, {t}", v)
+                 for b, per in results.get("static_judged", {}).items() for t, v in per.items()]
+    sections += [(f"adaptive (beta2 = {beta2}), {t}", v) for t, v in results["adaptive"].items()]
+    sections += [(f"adaptive (beta2 = {b}), {t}", v)
+                 for b, per in results.get("adaptive_beta2", {}).items() for t, v in per.items()]
+    for title, summary in sections:
+        lines += ["", f"**{title} ({_eps_text(title.rsplit(', ', 1)[1])})**", "", "| attack | robust accuracy |",
+                  "| --- | --- |"]
+        lines += [f"| {name} | {100 * acc:.1f} |" for name, acc in summary["per_attack"].items()]
+        lines += [f"| worst case ({key}) | {100 * acc:.1f} |" for key, acc in summary["worst_case"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _eps_text(threat):
+    return f"eps {parse_threat(threat)[1]}"

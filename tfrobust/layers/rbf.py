@@ -253,7 +253,8 @@ class ReconstructionLayer(keras.layers.Layer):
         kernel = self.rbf_layer.kernel()                               # [3, 3, C, K]
         shape = tf.shape(x)
         total = tf.nn.conv2d_transpose(w, kernel, output_shape=shape, strides=1, padding="VALID")
-        beta2 = self.beta2 if beta2 is None else tf.cast(beta2, x.dtype)
+        if beta2 is None or not isinstance(beta2, (int, float)):
+            beta2 = self.beta2 if beta2 is None else tf.cast(beta2, x.dtype)
 
         def noisy():
             noise = keras.random.normal((shape[0],) + tuple(self.rbf_layer.means.shape),
@@ -261,8 +262,11 @@ class ReconstructionLayer(keras.layers.Layer):
             noise = noise * (beta2 * self.rbf_layer.variance())[None, :, None, None, None]
             return total + _place_patches(w, noise)
 
-        # beta2 = 0 (the deterministic reconstruction) skips the sampling.
-        total = tf.cond(beta2 > 0, noisy, lambda: total)
+        # beta2 = 0 (the deterministic reconstruction) skips the sampling; a
+        # Python 0 skips the cond too, so the deterministic path has no
+        # seed-generator update and can be vectorized (SPSA's tf.vectorized_map).
+        if not (isinstance(beta2, (int, float)) and beta2 == 0):
+            total = tf.cond(beta2 > 0, noisy, lambda: total)
         coverage = tf.nn.conv2d_transpose(tf.ones_like(w[..., :1]), tf.ones([PATCH, PATCH, 1, 1], x.dtype),
                                           output_shape=tf.concat([shape[:3], [1]], 0), strides=1,
                                           padding="VALID")
