@@ -144,5 +144,60 @@ def test_cheap_validation_runs_the_model_once_per_step(loss, expected):
 
     x = np.full((2, 4, 4, 1), 0.5, "float32")
     x[:, 0, 0, 0] = 0.6
-    APGD(threats.LpBall(INF, 0.1), loss=loss, steps=5, seed=0, validate="cheap")(model, x, np.array([0, 0]))
+    APGD(threats.LpBall(INF, 0.1), loss=loss, steps=5, seed=0, validate="cheap",
+         stop_when_all_found=False)(model, x, np.array([0, 0]))
     assert int(calls.numpy()) == expected
+
+
+def _counting_linear_model(calls):
+    w = tf.constant(np.eye(16, 4, dtype="float32"))
+
+    def model(t):
+        calls.assign_add(1)
+        return tf.reshape(t, [tf.shape(t)[0], -1]) @ w
+
+    return model
+
+
+def test_run_stops_once_every_point_is_adversarial():
+    # Margin 0.1 in one pixel, eps 0.3: the first step breaks both points, so
+    # the run ends after the start and one step instead of 1 + 20 passes.
+    calls = tf.Variable(0)
+    model = _counting_linear_model(calls)
+    x = np.full((2, 4, 4, 1), 0.5, "float32")
+    x[:, 0, 0, 0] = 0.6
+    y = np.array([0, 0])
+    threat = threats.LpBall(INF, 0.3)
+    x_adv = APGD(threat, steps=20, seed=0, validate="cheap")(model, x, y)
+    assert int(calls.numpy()) < 21
+    assert np.all(np.argmax(model(x_adv), -1) != 0)
+    calls.assign(0)
+    APGD(threat, steps=20, seed=0, validate="cheap", stop_when_all_found=False)(model, x, y)
+    assert int(calls.numpy()) == 21
+    # With EoT the default keeps iterating: one noisy success is not final.
+    assert not APGD(threat, eot_samples=2)._early_stop
+    with pytest.raises(ValueError, match="stop_when_all_found"):
+        APGD(threat, stop_when_all_found="yes")
+
+
+def test_later_restarts_run_only_on_unbroken_points(trained):
+    x, y = trained.x[:32], trained.y[:32]
+    threat = threats.LpBall(INF, 0.1)
+    first = APGD(threat, steps=10, seed=3)(trained.model, x, y)
+    broken_first = np.argmax(trained.model(first), -1) != y
+    sizes = []
+    attack = APGD(threat, steps=10, restarts=3, seed=3)
+    compiled = attack._compiled
+
+    def spy(model, xs, *args):
+        sizes.append(int(tf.shape(xs)[0]))
+        return compiled(model, xs, *args)
+
+    attack._compiled = spy
+    x_adv = attack(trained.model, x, y)
+    assert sizes[0] == 32 and 0 < broken_first.sum() < 32
+    assert sizes[1] == 32 - broken_first.sum() and len(sizes) <= 3
+    broken = np.argmax(trained.model(x_adv), -1) != y
+    # A success of the first restart is kept; restarts only add successes.
+    assert np.all(broken[broken_first]) and broken.sum() >= broken_first.sum()
+    assert_inside_threat(x, x_adv, threat)

@@ -119,6 +119,12 @@ class APGD(Attack):
         seed: int for reproducible random starts, None for fresh ones.
         bounds: the input box.
         validate: "full" or "cheap" (no extra forward pass; see `Attack`).
+        stop_when_all_found: end a run as soon as every point of the batch
+            is adversarial (the result's success is then final; the points
+            returned are earlier adversarial iterates). None (default): on
+            unless `eot_samples > 1`, where one noisy pass's success does not
+            mean the point is adversarial on average and later iterates are
+            stronger.
 
     Raises:
         ValueError: on bad arguments.
@@ -127,7 +133,7 @@ class APGD(Attack):
     randomized = True
 
     def __init__(self, threat, *, loss="ce", steps=100, restarts=1, rho=0.75, eot_samples=1,
-                 seed=None, bounds=(0.0, 1.0), validate="full"):
+                 seed=None, bounds=(0.0, 1.0), validate="full", stop_when_all_found=None):
         super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (1, 2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {1, 2, inf}", threat)
@@ -138,13 +144,18 @@ class APGD(Attack):
         self.eot_samples = _validate.check_int(eot_samples, name="eot_samples", minimum=1)
         self.uses_eot = self.eot_samples > 1
         self.seed = _validate.check_int(seed, name="seed", minimum=0, allow_none=True)
+        if stop_when_all_found is not None and not isinstance(stop_when_all_found, bool):
+            raise _validate.error("stop_when_all_found", "None or a bool", stop_when_all_found)
+        self.stop_when_all_found = stop_when_all_found
+        self._early_stop = (not self.uses_eot) if stop_when_all_found is None else stop_when_all_found
         self._rng = None
         self._compiled = tf.function(functools.partial(type(self)._attack_once, self),
                                      reduce_retracing=True)
 
     def get_config(self):
         return dict(super().get_config(), loss=self.loss, steps=self.steps, restarts=self.restarts,
-                    rho=self.rho, eot_samples=self.eot_samples, seed=self.seed)
+                    rho=self.rho, eot_samples=self.eot_samples, seed=self.seed,
+                    stop_when_all_found=self.stop_when_all_found)
 
     # ------------------------------------------------------------------
 
@@ -159,17 +170,24 @@ class APGD(Attack):
         return self._best_of_restarts(model, x, y, y_clean, targeted)
 
     def _best_of_restarts(self, model, x, y, y_clean, targeted):
-        best_x = best_loss = best_succ = None
-        for _ in range(self.restarts):
-            x_adv, loss, succ = self._compiled(model, x, y, y_clean, targeted, self._next_seed())
-            if best_x is None:
-                best_x, best_loss, best_succ = x_adv, loss, succ
+        best_x, best_loss, best_succ = self._compiled(model, x, y, y_clean, targeted, self._next_seed())
+        for _ in range(self.restarts - 1):
+            # Later restarts run only on the points no restart has broken yet,
+            # as the reference's perturb() does: a success is final.
+            index = tf.where(~best_succ)[:, 0]
+            seed = self._next_seed()
+            if tf.executing_eagerly() and int(tf.size(index)) == 0:
                 continue
-            # A success beats any loss; among failures the higher loss wins.
-            take = (succ & ~best_succ) | (~best_succ & ~succ & (loss > best_loss))
-            best_x = tf.where(_expand(take, x), x_adv, best_x)
-            best_loss = tf.where(take, loss, best_loss)
-            best_succ = best_succ | succ
+            x_adv, loss, succ = self._compiled(model, tf.gather(x, index), tf.gather(y, index),
+                                               tf.gather(y_clean, index), targeted, seed)
+            # Among failures the higher loss wins.
+            take = succ | (loss > tf.gather(best_loss, index))
+            rows = index[:, None]
+            best_x = tf.tensor_scatter_nd_update(
+                best_x, rows, tf.where(_expand(take, x_adv), x_adv, tf.gather(best_x, index)))
+            best_loss = tf.tensor_scatter_nd_update(
+                best_loss, rows, tf.where(take, loss, tf.gather(best_loss, index)))
+            best_succ = tf.tensor_scatter_nd_update(best_succ, rows, succ)
         return best_x
 
     def objective(self, logits, y, y_clean, targeted):
@@ -321,8 +339,12 @@ class APGD(Attack):
                         x_adv=tf.where(mask, s["x_best"], s["x_adv"]),
                         grad=tf.where(mask, s["grad_best"], s["grad"]), **extra)
 
-        state = tf.while_loop(lambda s: s["i"] < steps, lambda s: (body(s),), (state,),
-                              maximum_iterations=steps)[0]
+        def cond(s):
+            if self._early_stop:
+                return (s["i"] < steps) & ~tf.reduce_all(s["found"])
+            return s["i"] < steps
+
+        state = tf.while_loop(cond, lambda s: (body(s),), (state,), maximum_iterations=steps)[0]
         x_out = tf.where(_expand(state["found"], x), state["x_found"], state["x_best"])
         return x_out, state["loss_best"], state["found"]
 
