@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrobust import _validate
+from tfrobust import threats
 from tfrobust.attacks.base import MinimizationAttack, is_adversarial
 
 __all__ = ["FAB", "FABT", "project_onto_hyperplane_box"]
@@ -139,6 +140,11 @@ class FAB(MinimizationAttack):
         seed: int for reproducible restarts, None for fresh ones.
         bounds: the input box.
         validate: "full" or "cheap" (no extra forward pass; see `Attack`).
+        budgeted: once a point has an adversarial example within eps, later
+            restarts (and FAB-T's later target classes) skip it, as in
+            AutoAttack, where only the budget matters; the norm reported for
+            such a point is then the first one within eps, not the minimum.
+            False (default): every restart and target runs on every point.
 
     Raises:
         ValueError: on bad arguments.
@@ -147,7 +153,7 @@ class FAB(MinimizationAttack):
     randomized = True
 
     def __init__(self, threat, *, steps=100, restarts=1, alpha_max=0.1, eta=1.05, beta=0.9, seed=None,
-                 bounds=(0.0, 1.0), validate="full"):
+                 bounds=(0.0, 1.0), validate="full", budgeted=False):
         super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (1, 2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {1, 2, inf}", threat)
@@ -159,13 +165,17 @@ class FAB(MinimizationAttack):
         self.beta = _validate.check_float(beta, name="beta", minimum=0.0, maximum=1.0,
                                           exclusive_minimum=True)
         self.seed = _validate.check_int(seed, name="seed", minimum=0, allow_none=True)
+        if not isinstance(budgeted, bool):
+            raise _validate.error("budgeted", "a bool", budgeted)
+        self.budgeted = budgeted
         self._rng = None
         self._compiled = tf.function(functools.partial(type(self)._attack_once, self),
                                      reduce_retracing=True)
 
     def get_config(self):
         return dict(super().get_config(), steps=self.steps, restarts=self.restarts,
-                    alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, seed=self.seed)
+                    alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, seed=self.seed,
+                    budgeted=self.budgeted)
 
     def _minimize(self, model, x, y, targeted):
         if targeted:
@@ -187,14 +197,27 @@ class FAB(MinimizationAttack):
         target = y_target if has_target else y
         goal_targeted = has_target if goal_targeted is None else goal_targeted
         for r in range(self.restarts):
+            seed = self._next_seed()
+            index = self._pending(best_norm, first=r == 0)
+            if index is None:
+                continue
             # has_target is a Python bool: one trace per mode, so untargeted
             # runs never build the targeted branch and vice versa.
-            x_adv, norm = self._compiled(model, x, y, target, has_target, goal_targeted,
-                                         tf.constant(r > 0), self._next_seed())
-            better = norm < best_norm
-            best_x = tf.where(tf.reshape(better, [-1] + [1] * (x.shape.rank - 1)), x_adv, best_x)
-            best_norm = tf.minimum(norm, best_norm)
+            x_adv, norm = self._compiled(model, tf.gather(x, index), tf.gather(y, index),
+                                         tf.gather(target, index), has_target, goal_targeted,
+                                         tf.constant(r > 0), seed)
+            best_x, best_norm = _keep_smaller(best_x, best_norm, index, x_adv, norm)
         return best_x, tf.math.is_finite(best_norm)
+
+    def _pending(self, best_norm, first=False):
+        """Rows still to attack: all, or (budgeted) those not yet within eps;
+        None when eagerly there are none."""
+        if first or not self.budgeted:
+            return tf.range(tf.shape(best_norm)[0])
+        index = tf.where(~threats.within_eps(best_norm, self.threat.eps))[:, 0]
+        if tf.executing_eagerly() and int(tf.size(index)) == 0:
+            return None
+        return index
 
     def _differences(self, model, z, y, target, has_target):
         """Linearized boundaries: `(df [B], dg [B, D])` of the chosen class."""
@@ -277,6 +300,16 @@ class FAB(MinimizationAttack):
         return best_x, best_norm
 
 
+def _keep_smaller(best_x, best_norm, index, x_adv, norm):
+    """Writes the rows `index` of (`x_adv`, `norm`) where `norm` is smaller."""
+    better = norm < tf.gather(best_norm, index)
+    rows = index[:, None]
+    mask = tf.reshape(better, [-1] + [1] * (best_x.shape.rank - 1))
+    best_x = tf.tensor_scatter_nd_update(best_x, rows, tf.where(mask, x_adv, tf.gather(best_x, index)))
+    best_norm = tf.tensor_scatter_nd_update(best_norm, rows, tf.minimum(norm, tf.gather(best_norm, index)))
+    return best_x, best_norm
+
+
 def _flat_jacobian(jac):
     shape = tf.shape(jac)
     return tf.reshape(jac, [shape[0], shape[1], -1])
@@ -309,9 +342,12 @@ class FABT(FAB):
         best_x = x
         best_norm = tf.fill(tf.shape(x)[:1], tf.constant(np.inf, tf.float32))
         for rank in range(1, min(self.n_target_classes, num_classes - 1) + 1):
-            x_adv, success = self._restarts(model, x, y, ranked[:, rank], goal_targeted=False)
-            norm = tf.where(success, self.threat.norm(x_adv - x), np.inf)
-            better = norm < best_norm
-            best_x = tf.where(tf.reshape(better, [-1] + [1] * (x.shape.rank - 1)), x_adv, best_x)
-            best_norm = tf.minimum(best_norm, norm)
+            index = self._pending(best_norm, first=rank == 1)
+            if index is None:
+                break
+            x_sub = tf.gather(x, index)
+            x_adv, success = self._restarts(model, x_sub, tf.gather(y, index), tf.gather(ranked[:, rank], index),
+                                            goal_targeted=False)
+            norm = tf.where(success, self.threat.norm(x_adv - x_sub), np.inf)
+            best_x, best_norm = _keep_smaller(best_x, best_norm, index, x_adv, norm)
         return best_x, tf.math.is_finite(best_norm)

@@ -32,6 +32,11 @@ Versions (AutoAttack's):
   averaged over 20 forward passes (EoT), 1 restart.
 - or a list mixing those names and `tfrobust.attacks.Attack` instances.
 
+As in the reference, FAB's later restarts and FAB-T's later target classes
+run only on the points not yet broken within eps (`budgeted=True`), and
+APGD's runs end once every point of the batch is broken (its default
+`stop_when_all_found`); neither changes which points count as broken.
+
 References:
     Croce & Hein, "Reliable evaluation of adversarial robustness with an
     ensemble of diverse parameter-free attacks", ICML 2020.
@@ -110,9 +115,9 @@ def _make(name, threat, *, seed, bounds, version):
     if name == "apgd-t":
         return APGDT(threat, steps=100, n_target_classes=9, eot_samples=eot, **common)
     if name == "fab":
-        return FAB(threat, steps=100, restarts=restarts, **common)
+        return FAB(threat, steps=100, restarts=restarts, budgeted=True, **common)
     if name == "fab-t":
-        return FABT(threat, steps=100, n_target_classes=9, **common)
+        return FABT(threat, steps=100, n_target_classes=9, budgeted=True, **common)
     if name == "square":
         return Square(threat, n_queries=5000, p_init=0.8, restarts=restarts, **common)
     raise _validate.error("version", f"one of {VERSIONS} or a list of names in {_NAMES} "
