@@ -113,3 +113,24 @@ def test_noise_training_runs_tiny(data_dir):
     for prefix in ("| no noise |", "| CPNI (F = 0.01 in std(W) units) |", "| CPNI (F = 0.01 absolute"):
         row = _row(text, prefix)
         assert 0.0 <= float(row[1]) <= 100.0, row  # one epoch: one training accuracy
+
+
+def test_square_reference_runs_tiny(data_dir, tmp_path):
+    # A stand-in for the authors' attack.py with the same signature and
+    # seeding line: it returns the images unchanged, so its row must equal
+    # the clean accuracy, which checks the NCHW round trip and the scoring.
+    fake = tmp_path / "attack.py"
+    fake.write_text(
+        "import numpy as np\n"
+        "def square_attack_l2(model, x, y, corr_classified, eps, n_iters, p_init, metrics_path, targeted,"
+        " loss_type):\n"
+        "    np.random.seed(0)\n"
+        "    assert model.loss(y, model.predict(x)).shape == (len(x),)\n"
+        "    return np.ones(int(corr_classified.sum())), x[corr_classified]\n"
+        "if __name__ == '__main__':\n"
+        "    raise SystemExit('not run')\n")
+    text = _run("square_reference.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
+                "--n=8", "--queries=20", "--seeds=0", "--models=standard", f"--reference={fake}")
+    clean = float(re.search(r"clean accuracy ([0-9.]+)%", text).group(1))
+    assert float(_row(text, "| authors' square_attack_l2 | 0 |")[2]) == clean, text
+    assert 0.0 <= float(_row(text, "| tfrobust Square | 0 |")[2]) <= clean, text
