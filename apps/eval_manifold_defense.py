@@ -10,7 +10,8 @@ adversarial training; L2-PGD robust accuracy of the trained classifiers:
 
 Each part (`--parts=static,adaptive,overpowered,robust,figure`) writes its
 reports (JSON, Markdown, PNG) under `--out_dir`; `summary.json` collects
-them. The defaults are the original settings; every cost knob is a flag.
+them. `--parts=bpda` (not a default) gives only clean and BPDA+EoT PGD L2 2
+accuracy on `--n_adaptive` images, a cheap adaptive row. The defaults are the original settings; every cost knob is a flag.
 `--strategy` spreads the plain classifiers' evaluations (`static` on the
 plain classifier, `robust`) over replicas; only the chief writes.
 """

@@ -1,5 +1,6 @@
 """apps/eval_manifold_defense.py's library run end to end on real MNIST, tiny settings."""
 
+import dataclasses
 import json
 import os
 
@@ -40,3 +41,27 @@ def test_eval_manifold_end_to_end(data_dir, tmp_path):
     assert set(summary["robust"]) == {"plain"} and "PGD-L2-1.5" in summary["robust"]["plain"]["per_attack"]
     assert (out / "projections.png").stat().st_size > 1000
     assert np.isfinite(summary["static_plain"]["clean_accuracy"])
+
+
+def test_eval_manifold_bpda_part_only(data_dir, tmp_path):
+    import keras
+    import pytest
+
+    from tfrobust.experiments.manifold_eval import ManifoldEvalConfig, run
+    from tfrobust.models import manifold
+
+    keras.utils.set_random_seed(0)
+    clf_path, gen_path = str(tmp_path / "clf.keras"), str(tmp_path / "gen.keras")
+    manifold.madry_mnist_cnn().save(clf_path)
+    manifold.mnist_vae(seed=0).decoder.save(gen_path)
+    config = ManifoldEvalConfig(classifier=clf_path, generator=gen_path, data_dir=data_dir, out_dir=str(tmp_path),
+                                parts=("bpda",), n_static=3, n_adaptive=3, inc_steps=2, attack_inc_steps=2, eot=1,
+                                bpda_steps=2, substitute_seed=3, batch_size=3)
+    summary = run(config)
+    assert set(summary) >= {"bpda_inc", "bpda_seconds"} and "static_inc" not in summary
+    row = summary["bpda_inc"]
+    assert set(row["per_attack"]) == {"BPDA+EoT-PGD-L2"}
+    assert row["per_attack"]["BPDA+EoT-PGD-L2"] <= row["clean_accuracy"] + 1e-9
+    assert os.path.exists(tmp_path / "bpda_inc" / "report.json")
+    with pytest.raises(ValueError, match="parts"):
+        run(dataclasses.replace(config, parts=("bpda", "nope")))
