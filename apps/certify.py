@@ -29,6 +29,8 @@ flags.DEFINE_list("radii", ["0.25", "0.5", "0.75", "1.0"], "Radii of the summary
 flags.DEFINE_list("knobs", [], "Run-time knobs of the model, name=value (e.g. samples=1,beta2=1.75 "
                   "for an RBF-CNN), passed to its set_knobs.")
 flags.DEFINE_integer("seed", 0, "Noise seed.")
+flags.DEFINE_bool("share_noise", False, "Images certified together share their noise draws (faster; each "
+                  "certificate keeps its guarantee, the images' outcomes are no longer independent).")
 flags.DEFINE_string("out_dir", "certify", "Output folder.")
 define_strategy_flag()
 flags.DEFINE_integer("verbose", 1, "1: progress bar and summary; 0: silent.")
@@ -57,7 +59,8 @@ def main(argv):
     certify_dataset(model=FLAGS.model, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
                     sigma=FLAGS.sigma, n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
                     n_examples=FLAGS.n_examples, skip=FLAGS.skip, out_dir=FLAGS.out_dir, radii=radii,
-                    knobs=knobs, seed=FLAGS.seed, strategy=FLAGS.strategy, verbose=FLAGS.verbose)
+                    knobs=knobs, seed=FLAGS.seed, share_noise=FLAGS.share_noise, strategy=FLAGS.strategy,
+                    verbose=FLAGS.verbose)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def add_rows(row, model, *, n, bs, seed, square_queries, q):
         row(f"APGD-T {label} (eps {eps:g}, 100 steps, 9 targets)", p, eps, n, bs, "budget",
             _tfr(model, tfr.APGDT(threat, steps=100, seed=seed)))
         row(f"FAB-T {label} (eps {eps:g}, 100 steps, 9 targets)", p, eps, n, bs, "budget",
-            _tfr(model, tfr.FABT(threat, steps=100, seed=seed)))
+            _tfr(model, tfr.FABT(threat, steps=100, seed=seed, budgeted=True)))
         row(f"Square {label} (eps {eps:g}, {square_queries} queries, p_init 0.8)", p, eps, n, bs, "budget",
             _tfr(model, tfr.Square(threat, n_queries=square_queries, p_init=0.8, seed=seed)),
             art=lambda ev, c, b, k, p=p, eps=eps: ev.SquareAttack(

@@ -56,7 +56,7 @@ def test_app_certifies_a_keras_model_on_mnist_and_reports_bad_flags(data_dir, tm
     model.save(path)
     out = tmp_path / "out"
     good = _start([f"--model={path}", "--dataset=mnist", "--sigma=0.25", "--n0=20", "--n=200",
-                   "--batch_size=400", "--n_examples=6", "--skip=3", f"--out_dir={out}"], data_dir)
+                   "--batch_size=400", "--n_examples=6", "--skip=3", "--share_noise", f"--out_dir={out}"], data_dir)
     # One bad command line (the others are checked in-process below): a
     # message and status 1, no traceback.
     bad = [(["--model=" + path, "--knobs=samples", f"--out_dir={tmp_path / 'b'}"], "--knobs")]
@@ -68,7 +68,7 @@ def test_app_certifies_a_keras_model_on_mnist_and_reports_bad_flags(data_dir, tm
     assert good.returncode == 0, stderr[-3000:]
     x_test, y_test = data.load("mnist", "test", data_dir=data_dir)
     rows, summary = _check_outputs(str(out), 6, 3, y_test)
-    assert summary["n"] == 200 and summary["sigma"] == 0.25
+    assert summary["n"] == 200 and summary["sigma"] == 0.25 and summary["share_noise"] is True
     assert tuple(open(out / "certify.tsv").readline().split()) == TSV_COLUMNS
     for kwargs, name in [({"n0": 300, "n": 200}, "`n0`"), ({"sigma": 0.0}, "`sigma`"),
                          ({"model": str(tmp_path / "none.keras")}, "`model`"), ({"skip": 0}, "`skip`"),

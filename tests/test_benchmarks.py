@@ -90,7 +90,8 @@ def test_smoothing_benchmark_runs_tiny(data_dir):
     text = _run("smoothing.py", f"--data_dir={data_dir}", "--n=50", "--n0=10", "--n_images=2",
                 "--batch_size=40", "--repeats=1")
     for prefix in ("| raw batched forward", "| Gaussian draw alone", "| draw + forward in one function",
-                   "| Smooth.sample_counts", "| SmoothedClassifier", "| tfrobust certify_batch"):
+                   "| Smooth.sample_counts", "| Smooth.sample_counts, share_noise=True", "| SmoothedClassifier",
+                   "| tfrobust certify_batch", "| tfrobust certify_batch, share_noise=True"):
         assert any(line.startswith(prefix) for line in text.splitlines()), text
     # ART is optional: either its row and the speed-up, or the row saying it was skipped.
     assert "| speed-up over ART" in text or "| ART certify | skipped" in text, text

@@ -176,3 +176,26 @@ def test_bad_inputs_name_the_argument(linear):
         smooth.predict(x[0], n=0, alpha=0.01, batch_size=10)
     with pytest.raises(ValueError, match="`alpha`"):
         smooth.predict(x[0], n=10, alpha=-0.1, batch_size=10)
+
+
+def test_shared_noise_keeps_each_images_count_distribution(linear):
+    # share_noise: pass j of every image of a group gets the same draw. Each
+    # image's count is still Binomial(n, Phi(margin / sigma)); copies of one
+    # image in a group then count identically, and groups differ.
+    model, w, b = linear
+    margins = [-0.3, 0.0, 0.25, 0.5]
+    x = _points(w, b, margins)
+    n = 4000
+    counts, _ = Smooth(model, 2, SIGMA, seed=5, share_noise=True).sample_counts(x, n, batch_size=4000)
+    for margin, row in zip(margins, counts):
+        assert row.sum() == n
+        assert_rate_within(int(row[0]), n, float(scipy_stats.norm.cdf(margin / SIGMA)))
+    copies = np.repeat(x[2:3], 8, axis=0)
+    shared, _ = Smooth(model, 2, SIGMA, seed=5, share_noise=True).sample_counts(copies, 500, batch_size=2000)
+    assert np.all(shared == shared[0])
+    groups, _ = Smooth(model, 2, SIGMA, seed=5, share_noise=True).sample_counts(copies, 500, batch_size=4)
+    assert np.all(groups[:4] == groups[0]) and np.any(groups[4:] != groups[0])
+    independent, _ = Smooth(model, 2, SIGMA, seed=5).sample_counts(copies, 500, batch_size=2000)
+    assert len({int(c) for c in independent[:, 0]}) > 1
+    with pytest.raises(ValueError, match="share_noise"):
+        Smooth(model, 2, SIGMA, share_noise=1)

@@ -59,7 +59,8 @@ def _indices(total, skip, n_examples):
 
 def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigma=0.25, n0=100,
                     n=100_000, alpha=0.001, batch_size=1000, n_examples=None, skip=1, out_dir="certify",
-                    radii=(0.25, 0.5, 0.75, 1.0), knobs=None, seed=0, strategy="default", verbose=1):
+                    radii=(0.25, 0.5, 0.75, 1.0), knobs=None, seed=0, share_noise=False, strategy="default",
+                    verbose=1):
     """Certifies every `skip`-th image of a dataset split with `Smooth.certify_batch`.
 
     Args:
@@ -78,6 +79,9 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
             `{"samples": 1}` for an RBF-CNN: one stochastic reconstruction
             per noisy sample; the base classifier may itself be random).
         seed: noise seed.
+        share_noise: images certified together share their noise draws
+            (`Smooth(share_noise=True)`: each certificate keeps its
+            guarantee; the images' outcomes are no longer independent).
         strategy: `tfrobust.training.make_strategy` name (or a strategy):
             the noisy batches of `Smooth.certify_batch` are dealt to its
             replicas; the model loads under its scope, and only the chief
@@ -119,7 +123,7 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
             raise _validate.error("knobs", "knobs only for a model with set_knobs (e.g. an RBF-CNN)", knobs)
         model.set_knobs(**knobs)
     num_classes = data.num_classes(dataset)
-    smooth = Smooth(model, num_classes, sigma, seed=seed)
+    smooth = Smooth(model, num_classes, sigma, seed=seed, share_noise=share_noise)
     # Validates n0, n, alpha, batch_size before any data is read or work done.
     for arg, value, lo in (("n", n, 1), ("n0", n0, 1), ("batch_size", batch_size, 1)):
         _validate.check_int(value, name=arg, minimum=lo)
@@ -167,7 +171,8 @@ def certify_dataset(*, model, dataset="mnist", split="test", data_dir=None, sigm
                              title=f"{dataset}: randomized smoothing, {len(idx)} images")
     summary = {
         "model": str(name), "dataset": dataset, "split": split, "sigma": sigma, "n0": n0, "n": n,
-        "alpha": alpha, "batch_size": batch_size, "skip": skip, "knobs": dict(knobs or {}), "n_examples": int(len(idx)), "seed": seed,
+        "alpha": alpha, "batch_size": batch_size, "skip": skip, "knobs": dict(knobs or {}), "n_examples": int(len(idx)),
+        "seed": seed, "share_noise": bool(share_noise),
         "certified_accuracy": {f"{r:g}": float(a) for r, a in zip(grid, comparison.certified_accuracy)},
         "smoothed_accuracy": float(np.mean(pred == labels)),
         "abstained": int(np.sum(pred == -1)),

@@ -117,6 +117,15 @@ class Smooth:
         sigma: the noise level (> 0), in input units.
         seed: seed of the noise generator (None: non-deterministic). The
             generator is declared by `random_generators()`.
+        share_noise: give the images sampled together the same noise draws
+            (each image still gets `n` independent draws). The guarantee of
+            each image's certificate holds unchanged (CERTIFY's probability
+            is over one image's noise); what changes is that the images'
+            outcomes are no longer independent of each other, so do not put
+            a binomial confidence interval on a certified accuracy computed
+            this way. It removes most of the Gaussian draw's cost (on a CPU
+            the draw costs about as much as a small CNN's forward pass).
+            Default False: independent noise for every image.
 
     Raises:
         ValueError: on a non-callable base, `num_classes < 2` or
@@ -130,13 +139,16 @@ class Smooth:
     #: Returned in place of a class when the test cannot decide.
     ABSTAIN = ABSTAIN
 
-    def __init__(self, base, num_classes, sigma, *, seed=None):
+    def __init__(self, base, num_classes, sigma, *, seed=None, share_noise=False):
         if not callable(base):
             raise _validate.error("base", "a callable returning scores [B, K]", base)
         self.base = base
         self.num_classes = _validate.check_int(num_classes, name="num_classes", minimum=2)
         self.sigma = _validate.check_float(sigma, name="sigma", minimum=0.0, exclusive_minimum=True)
         self.seed = _random.check_seed(seed, allow_none=True)
+        if not isinstance(share_noise, bool):
+            raise _validate.error("share_noise", "a bool", share_noise)
+        self.share_noise = share_noise
         self._generator = _random.make_generator(seed)
         self._count_fn = tf.function(self._count, reduce_retracing=True)
 
@@ -199,10 +211,16 @@ class Smooth:
 
         def body(i, done, counts):
             d = tf.minimum(passes, num - done)
-            tiled = tf.tile(x, tf.stack([d] + [1] * (x.shape.rank - 1)))  # static rank: faster
-            noise = tf.random.stateless_normal(tf.shape(tiled), seed=tf.random.experimental.stateless_fold_in(seed, i),
-                                               dtype=x.dtype)
-            scores = tf.convert_to_tensor(self.base(tiled + self.sigma * noise))
+            key = tf.random.experimental.stateless_fold_in(seed, i)
+            if self.share_noise:
+                # Pass j of every image gets draw j: [d, 1, ...] against [1, G, ...].
+                tail = x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.shape(x)[1:]
+                noise = tf.random.stateless_normal(tf.concat([[d, 1], tail], 0), seed=key, dtype=x.dtype)
+                noisy = tf.reshape(x[None] + self.sigma * noise, tf.concat([[-1], tail], 0))
+            else:
+                tiled = tf.tile(x, tf.stack([d] + [1] * (x.shape.rank - 1)))  # static rank: faster
+                noisy = tiled + self.sigma * tf.random.stateless_normal(tf.shape(tiled), seed=key, dtype=x.dtype)
+            scores = tf.convert_to_tensor(self.base(noisy))
             pred = tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int32), [d, group])
             hits = tf.one_hot(pred, self.num_classes, dtype=tf.int32)
             return i + 1, done + d, tf.ensure_shape(counts + tf.reduce_sum(hits, axis=0), counts.shape)
