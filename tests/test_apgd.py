@@ -145,7 +145,7 @@ def test_cheap_validation_runs_the_model_once_per_step(loss, expected):
     x = np.full((2, 4, 4, 1), 0.5, "float32")
     x[:, 0, 0, 0] = 0.6
     APGD(threats.LpBall(INF, 0.1), loss=loss, steps=5, seed=0, validate="cheap",
-         stop_when_all_found=False)(model, x, np.array([0, 0]))
+         drop_found=False)(model, x, np.array([0, 0]))
     assert int(calls.numpy()) == expected
 
 
@@ -157,6 +157,31 @@ def _counting_linear_model(calls):
         return tf.reshape(t, [tf.shape(t)[0], -1]) @ w
 
     return model
+
+
+def test_found_points_leave_the_batch_at_checkpoints():
+    # Rows 0, 1 break at the first step (margin 0.1 < 2 eps), rows 2, 3 never
+    # (margin 0.5 > 2 eps): with 20 steps the first checkpoint is after step 4, so the
+    # model sees 4 rows for the start and steps 1-4, then 2 rows.
+    rows = tf.Variable(0)
+    w = tf.constant(np.eye(16, 4, dtype="float32"))
+
+    def model(t):
+        rows.assign_add(tf.shape(t)[0])
+        return tf.reshape(t, [tf.shape(t)[0], -1]) @ w
+
+    x = np.full((4, 4, 4, 1), 0.5, "float32")
+    x[:2, 0, 0, 0] = 0.6
+    x[2:, 0, 0, 0] = 1.0
+    y = np.zeros(4, np.int32)
+    threat = threats.LpBall(INF, 0.1)
+    x_adv = APGD(threat, steps=20, seed=0, validate="cheap")(model, x, y)
+    assert int(rows.numpy()) == 4 + 4 * 4 + 2 * 16
+    np.testing.assert_array_equal(np.argmax(model(x_adv), -1) != 0, [True, True, False, False])
+    assert_inside_threat(x, x_adv, threat)
+    rows.assign(0)
+    APGD(threat, steps=20, seed=0, validate="cheap", drop_found=False)(model, x, y)
+    assert int(rows.numpy()) == 4 * 21
 
 
 def test_run_stops_once_every_point_is_adversarial():
@@ -172,12 +197,12 @@ def test_run_stops_once_every_point_is_adversarial():
     assert int(calls.numpy()) < 21
     assert np.all(np.argmax(model(x_adv), -1) != 0)
     calls.assign(0)
-    APGD(threat, steps=20, seed=0, validate="cheap", stop_when_all_found=False)(model, x, y)
+    APGD(threat, steps=20, seed=0, validate="cheap", drop_found=False)(model, x, y)
     assert int(calls.numpy()) == 21
     # With EoT the default keeps iterating: one noisy success is not final.
-    assert not APGD(threat, eot_samples=2)._early_stop
-    with pytest.raises(ValueError, match="stop_when_all_found"):
-        APGD(threat, stop_when_all_found="yes")
+    assert not APGD(threat, eot_samples=2)._drop_found
+    with pytest.raises(ValueError, match="drop_found"):
+        APGD(threat, drop_found="yes")
 
 
 def test_later_restarts_run_only_on_unbroken_points(trained):

@@ -119,9 +119,10 @@ class APGD(Attack):
         seed: int for reproducible random starts, None for fresh ones.
         bounds: the input box.
         validate: "full" or "cheap" (no extra forward pass; see `Attack`).
-        stop_when_all_found: end a run as soon as every point of the batch
-            is adversarial (the result's success is then final; the points
-            returned are earlier adversarial iterates). None (default): on
+        drop_found: points already adversarial leave the batch at the next
+            step-size checkpoint, and a run ends once none is left (a success
+            is final: the point returned is an earlier adversarial iterate,
+            and the later steps are not computed for it). None (default): on
             unless `eot_samples > 1`, where one noisy pass's success does not
             mean the point is adversarial on average and later iterates are
             stronger.
@@ -133,7 +134,7 @@ class APGD(Attack):
     randomized = True
 
     def __init__(self, threat, *, loss="ce", steps=100, restarts=1, rho=0.75, eot_samples=1,
-                 seed=None, bounds=(0.0, 1.0), validate="full", stop_when_all_found=None):
+                 seed=None, bounds=(0.0, 1.0), validate="full", drop_found=None):
         super().__init__(threat, bounds=bounds, validate=validate)
         if threat is None or getattr(threat, "p", None) not in (1, 2, np.inf):
             raise _validate.error("threat", "an LpBall with p in {1, 2, inf}", threat)
@@ -144,10 +145,10 @@ class APGD(Attack):
         self.eot_samples = _validate.check_int(eot_samples, name="eot_samples", minimum=1)
         self.uses_eot = self.eot_samples > 1
         self.seed = _validate.check_int(seed, name="seed", minimum=0, allow_none=True)
-        if stop_when_all_found is not None and not isinstance(stop_when_all_found, bool):
-            raise _validate.error("stop_when_all_found", "None or a bool", stop_when_all_found)
-        self.stop_when_all_found = stop_when_all_found
-        self._early_stop = (not self.uses_eot) if stop_when_all_found is None else stop_when_all_found
+        if drop_found is not None and not isinstance(drop_found, bool):
+            raise _validate.error("drop_found", "None or a bool", drop_found)
+        self.drop_found = drop_found
+        self._drop_found = (not self.uses_eot) if drop_found is None else drop_found
         self._rng = None
         self._compiled = tf.function(functools.partial(type(self)._attack_once, self),
                                      reduce_retracing=True)
@@ -155,7 +156,7 @@ class APGD(Attack):
     def get_config(self):
         return dict(super().get_config(), loss=self.loss, steps=self.steps, restarts=self.restarts,
                     rho=self.rho, eot_samples=self.eot_samples, seed=self.seed,
-                    stop_when_all_found=self.stop_when_all_found)
+                    drop_found=self.drop_found)
 
     # ------------------------------------------------------------------
 
@@ -272,7 +273,11 @@ class APGD(Attack):
             increases=tf.zeros([batch]),
             loss_best_last=obj, reduced_last=tf.ones([batch], tf.bool),
             topk=tf.fill([batch], 0.2), sparsity_old=tf.fill([batch], n_features),
+            x0=x, y=y, y_clean=y_clean, ids=tf.range(batch),
         )
+        # Rows leave the batch (drop_found) into these full-batch results.
+        results = dict(x=x_adv, loss=obj, found=tf.zeros([batch], tf.bool))
+        scalars = ("i", "counter", "window")
 
         def steepest(g):
             if p == np.inf:
@@ -290,9 +295,10 @@ class APGD(Attack):
             l1 = tf.reduce_sum(tf.abs(_flat(signs)), axis=-1)
             return signs / (_expand(l1, g) + 1e-10)
 
-        def body(s):
+        def body(s, results):
             i, step = s["i"], s["step"]
             x_cur, grad = s["x_adv"], s["grad"]
+            x, y, y_clean = s["x0"], s["y"], s["y_clean"]
             if p == 1:
                 x_next = self._project(x, x_cur + _expand(step, x) * sparse_step(grad, s["topk"]))
             else:
@@ -316,9 +322,25 @@ class APGD(Attack):
             out = dict(s, i=i + 1, x_adv=x_next, x_old=x_cur, grad=grad, x_best=x_best,
                        grad_best=grad_best, loss_best=loss_best, loss_prev=obj, x_found=x_found,
                        found=found, counter=counter, increases=increases)
-            return tf.cond(tf.equal(counter, s["window"]), lambda: checkpoint(out), lambda: out)
+            return tf.cond(tf.equal(counter, s["window"]), lambda: checkpoint(out, results),
+                           lambda: (out, results))
 
-        def checkpoint(s):
+        def write(results, s, rows):
+            """Results of the batch rows `rows` written at their original ids."""
+            ids = tf.gather(s["ids"], rows)[:, None]
+            found = tf.gather(s["found"], rows)
+            x_row = tf.where(_expand(found, s["x0"]), tf.gather(s["x_found"], rows), tf.gather(s["x_best"], rows))
+            return dict(x=tf.tensor_scatter_nd_update(results["x"], ids, x_row),
+                        loss=tf.tensor_scatter_nd_update(results["loss"], ids, tf.gather(s["loss_best"], rows)),
+                        found=tf.tensor_scatter_nd_update(results["found"], ids, found))
+
+        def drop(s, results):
+            results = write(results, s, tf.where(s["found"])[:, 0])
+            keep = tf.where(~s["found"])[:, 0]
+            return {k: v if k in scalars else tf.gather(v, keep) for k, v in s.items()}, results
+
+        def checkpoint(s, results):
+            x = s["x0"]
             window_f = tf.cast(s["window"], tf.float32)
             if p == 1:
                 sparsity = tf.reduce_sum(tf.cast(tf.abs(_flat(s["x_best"] - x)) > 0, tf.float32), -1)
@@ -335,18 +357,24 @@ class APGD(Attack):
                 extra = dict(reduced_last=reset, loss_best_last=s["loss_best"],
                              window=tf.maximum(s["window"] - shrink, min_window))
             mask = _expand(reset, x)
-            return dict(s, step=step, counter=tf.constant(0), increases=tf.zeros_like(s["increases"]),
-                        x_adv=tf.where(mask, s["x_best"], s["x_adv"]),
-                        grad=tf.where(mask, s["grad_best"], s["grad"]), **extra)
+            s = dict(s, step=step, counter=tf.constant(0), increases=tf.zeros_like(s["increases"]),
+                     x_adv=tf.where(mask, s["x_best"], s["x_adv"]),
+                     grad=tf.where(mask, s["grad_best"], s["grad"]), **extra)
+            return drop(s, results) if self._drop_found else (s, results)
 
-        def cond(s):
-            if self._early_stop:
-                return (s["i"] < steps) & ~tf.reduce_all(s["found"])
+        def cond(s, results):
+            if self._drop_found:
+                return (s["i"] < steps) & ~tf.reduce_all(s["found"])  # also ends on an empty batch
             return s["i"] < steps
 
-        state = tf.while_loop(cond, lambda s: (body(s),), (state,), maximum_iterations=steps)[0]
-        x_out = tf.where(_expand(state["found"], x), state["x_found"], state["x_best"])
-        return x_out, state["loss_best"], state["found"]
+        # The batch axis of the loop state may shrink (drop_found).
+        invariants = {k: v.shape if k in scalars else tf.TensorShape([None]).concatenate(v.shape[1:])
+                      for k, v in state.items()}
+        results_shapes = {k: v.shape for k, v in results.items()}
+        state, results = tf.while_loop(cond, body, (state, results), maximum_iterations=steps,
+                                       shape_invariants=(invariants, results_shapes))
+        results = write(results, state, tf.range(tf.shape(state["ids"])[0]))
+        return results["x"], results["loss"], results["found"]
 
 
 class APGDT(APGD):

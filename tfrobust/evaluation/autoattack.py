@@ -33,9 +33,9 @@ Versions (AutoAttack's):
 - or a list mixing those names and `tfrobust.attacks.Attack` instances.
 
 As in the reference, FAB's later restarts and FAB-T's later target classes
-run only on the points not yet broken within eps (`budgeted=True`), and
-APGD's runs end once every point of the batch is broken (its default
-`stop_when_all_found`); neither changes which points count as broken.
+run only on the points not yet broken within eps (`budgeted=True`); APGD
+drops the broken points from its batch at each checkpoint (its default
+`drop_found`); neither changes which points count as broken.
 
 References:
     Croce & Hein, "Reliable evaluation of adversarial robustness with an
