@@ -35,10 +35,12 @@ def _tfr(model, attack):
     return lambda quick: (lambda x, y: attack(model, x, y).numpy())
 
 
-def _ensemble(model, threat, bs, seed, square_queries):
+def _ensemble(model, threat, bs, seed, square_queries, art_members=False):
     # AutoAttack's standard members, with Square at the run's query budget
-    # (the same as ART's Square member).
-    members = ["apgd-ce", "apgd-t", "fab-t", tfr.Square(threat, n_queries=square_queries, p_init=0.8, seed=seed)]
+    # (the same as ART's Square member); or ART's members (APGD-CE,
+    # APGD-DLR, Square), the same work on both sides.
+    square = tfr.Square(threat, n_queries=square_queries, p_init=0.8, seed=seed)
+    members = ["apgd-ce", "apgd-dlr", square] if art_members else ["apgd-ce", "apgd-t", "fab-t", square]
 
     def run(x, y):
         return auto_attack(model, x, y, threat, version=members, batch_size=bs, seed=seed).x_adv
@@ -83,6 +85,9 @@ def add_rows(row, model, *, n, bs, seed, square_queries, q):
         row(f"AutoAttack {label} (eps {eps:g}; tfrobust: standard; ART: APGD-CE, APGD-DLR, Square)",
             p, eps, n, bs, "budget", _ensemble(model, threat, bs, seed, square_queries), art=art_ensemble,
             with_peers=("art",), warmup=False)
+        row(f"AutoAttack {label} with ART's members (eps {eps:g}; both: APGD-CE, APGD-DLR, Square)",
+            p, eps, n, bs, "budget", _ensemble(model, threat, bs, seed, square_queries, art_members=True),
+            art=art_ensemble, with_peers=("art",), warmup=False)
     # The same number of gradient evaluations: is APGD's schedule worth it?
     row("APGD-CE-40 Linf (eps 0.3, 40 steps; compare PGD-40 Linf)", inf, 0.3, n, bs, "budget",
         _tfr(model, tfr.APGD(LpBall(inf, 0.3), loss="ce", steps=40, seed=seed)))
