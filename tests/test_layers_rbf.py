@@ -77,6 +77,13 @@ def test_beta2_knob_noise_per_example_and_deterministic_at_zero():
     assert not np.allclose(noisy[0], noisy[1])          # each example draws its own noise
     assert not np.allclose(noisy, layer(x).numpy())     # and each call
     np.testing.assert_allclose(layer(x, beta2=0.0).numpy(), clean)  # call-time override
+    # A Python number as override inside tf.function (no cond on a Python bool).
+    layer.set_knobs(beta2=0.0)
+    compiled = tf.function(lambda t, b: layer(t, beta2=b))
+    assert not np.allclose(compiled(x, 1.5).numpy(), clean)
+    np.testing.assert_allclose(compiled(x, 0.0).numpy(), clean, rtol=1e-6)  # graph vs eager rounding
+    with pytest.raises(ValueError, match="beta2"):
+        layer(x, beta2=-1.0)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -263,9 +263,13 @@ class ReconstructionLayer(keras.layers.Layer):
             return total + _place_patches(w, noise)
 
         # beta2 = 0 (the deterministic reconstruction) skips the sampling; a
-        # Python 0 skips the cond too, so the deterministic path has no
-        # seed-generator update and can be vectorized (SPSA's tf.vectorized_map).
-        if not (isinstance(beta2, (int, float)) and beta2 == 0):
+        # Python number decides without a cond, so the deterministic path has
+        # no seed-generator update and can be vectorized (SPSA's
+        # tf.vectorized_map).
+        if isinstance(beta2, (int, float)):
+            if _validate.check_float(beta2, name="beta2", minimum=0.0) > 0:
+                total = noisy()
+        else:
             total = tf.cond(beta2 > 0, noisy, lambda: total)
         coverage = tf.nn.conv2d_transpose(tf.ones_like(w[..., :1]), tf.ones([PATCH, PATCH, 1, 1], x.dtype),
                                           output_shape=tf.concat([shape[:3], [1]], 0), strides=1,
