@@ -151,3 +151,23 @@ def test_template_channels_must_match_inputs():
     layer = RBFLayer.from_templates(*_templates())
     with pytest.raises(ValueError, match="channels"):
         layer(np.zeros((1, 5, 5, 3), "float32"))
+
+
+def test_samples_share_the_weights_and_draw_their_own_noise():
+    # samples=m: m reconstructions per image, sample-major, equal to m calls
+    # on copies at beta2 = 0 and each with its own noise at beta2 > 0.
+    means, var = _templates()
+    layer = ReconstructionLayer(RBFLayer.from_templates(means, var), beta1=25.0, seed=3)
+    x = np.random.default_rng(5).uniform(size=(3, 6, 6, C)).astype("float32")
+    clean = layer(x).numpy()
+    np.testing.assert_allclose(layer(x, samples=4).numpy(), np.tile(clean, (4, 1, 1, 1)), rtol=1e-6)
+    noisy = layer(x, beta2=1.0, samples=4).numpy().reshape(4, 3, 6, 6, C)
+    assert not np.allclose(noisy[0], noisy[1])
+    # The same draws as reconstructing the folded copies (same seed): only
+    # the weights' computation is shared.
+    a = ReconstructionLayer(RBFLayer.from_templates(means, var), beta1=25.0, seed=7)
+    b = ReconstructionLayer(RBFLayer.from_templates(means, var), beta1=25.0, seed=7)
+    np.testing.assert_allclose(a(x, beta2=1.0, samples=4).numpy(),
+                               b(np.tile(x, (4, 1, 1, 1)), beta2=1.0).numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="samples"):
+        layer(x, samples=0)

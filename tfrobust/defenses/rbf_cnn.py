@@ -111,9 +111,8 @@ class RBFCNN(Defense):
         x = tf.convert_to_tensor(inputs)
         m = tf.convert_to_tensor(self.samples if samples is None else samples, dtype=tf.int32)
         batch = tf.shape(x)[0]
-        folded = tf.repeat(x[None], m, axis=0)                        # [m, B, ...]
-        folded = tf.reshape(folded, tf.concat([[m * batch], tf.shape(x)[1:]], 0))
-        logits = self.classifier(self.reconstruction(folded, beta2=beta2), training=False)
+        # [m * B, ...], sample-major; the template weights once per image.
+        logits = self.classifier(self.reconstruction(x, beta2=beta2, samples=m), training=False)
         # The class count stays static, so callers can read logits.shape[-1].
         k = logits.shape[-1] if logits.shape[-1] is not None else tf.shape(logits)[-1]
         probs = tf.reshape(tf.nn.softmax(logits), [m, batch, k])

@@ -247,17 +247,31 @@ class ReconstructionLayer(keras.layers.Layer):
         # original's relu + 1e-10 changes nothing but the epsilon).
         return tf.nn.softmax(scale * v, axis=-1)
 
-    def call(self, inputs, beta2=None):
+    def call(self, inputs, beta2=None, samples=None):
+        """Reconstructs `inputs`; `beta2` overrides the knob for this call.
+
+        `samples=m` returns m stochastic reconstructions of each image,
+        sample-major (`[m * B, ...]`: sample j of image i at `j * B + i`),
+        with the template weights computed once per image: only the noise
+        differs between samples.
+        """
         x = tf.convert_to_tensor(inputs, self.compute_dtype)
         w = self.weights_map(x)
         kernel = self.rbf_layer.kernel()                               # [3, 3, C, K]
-        shape = tf.shape(x)
-        total = tf.nn.conv2d_transpose(w, kernel, output_shape=shape, strides=1, padding="VALID")
+        total = tf.nn.conv2d_transpose(w, kernel, output_shape=tf.shape(x), strides=1, padding="VALID")
+        if isinstance(samples, int):
+            samples = _validate.check_int(samples, name="samples", minimum=1)
+        if samples is not None:
+            def tile(t):
+                folded = tf.tile(t[None], tf.stack([samples] + [1] * t.shape.rank))
+                return tf.reshape(folded, tf.concat([[-1], tf.shape(t)[1:]], 0))
+
+            w, total = tile(w), tile(total)
         if beta2 is None or not isinstance(beta2, (int, float)):
             beta2 = self.beta2 if beta2 is None else tf.cast(beta2, x.dtype)
 
         def noisy():
-            noise = keras.random.normal((shape[0],) + tuple(self.rbf_layer.means.shape),
+            noise = keras.random.normal((tf.shape(w)[0],) + tuple(self.rbf_layer.means.shape),
                                         seed=self.seed_generator)
             noise = noise * (beta2 * self.rbf_layer.variance())[None, :, None, None, None]
             return total + _place_patches(w, noise)
@@ -271,8 +285,12 @@ class ReconstructionLayer(keras.layers.Layer):
                 total = noisy()
         else:
             total = tf.cond(beta2 > 0, noisy, lambda: total)
-        coverage = tf.nn.conv2d_transpose(tf.ones_like(w[..., :1]), tf.ones([PATCH, PATCH, 1, 1], x.dtype),
-                                          output_shape=tf.concat([shape[:3], [1]], 0), strides=1,
+        # How many patches cover each pixel: the same for every image.
+        shape = tf.shape(x)
+        coverage = tf.nn.conv2d_transpose(tf.ones(tf.stack([1, shape[1] - PATCH + 1, shape[2] - PATCH + 1, 1]),
+                                                  x.dtype),
+                                          tf.ones([PATCH, PATCH, 1, 1], x.dtype),
+                                          output_shape=tf.stack([1, shape[1], shape[2], 1]), strides=1,
                                           padding="VALID")
         out = total / coverage
         return tf.clip_by_value(out, 0.0, 1.0) if self.clip else out
