@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfrobust import threats
 from tfrobust.attacks import PGD
-from tfrobust.experiments.smoothing_eval import vote_predictions
+from tfrobust.experiments.smoothing_eval import baseline_row, grid_table, vote_predictions
 from tfrobust.smoothing.attacks import EPGD, ViewAttack, original_pgd, smoothing_attacks
 from tfrobust.smoothing.classifier import SmoothedClassifier
 from tfrobust.smoothing.training import SmoothingTransform, random_crop_flip
@@ -84,6 +84,22 @@ def test_vote_predictions_match_the_classifier_rules():
         clf.vote = vote
         expected = np.argmax(np.asarray(tf.reduce_sum(clf._votes(tf.constant(logits)), axis=0)), axis=-1)
         np.testing.assert_array_equal(vote_predictions(logits, vote), expected)
+
+
+def test_baseline_row_is_the_unsmoothed_row_at_the_asked_sigma():
+    # The grid holds one "none" row per sigma; the plot's "no smoothing"
+    # lines once took the first (smallest sigma's) whatever the panel's sigma.
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones")])
+    x = np.random.default_rng(0).uniform(size=(6, 4)).astype("float32")
+    y = np.arange(6) % 3
+    rows = []
+    for s, x_adv in ((0.0, 1.0 - x), (0.5, x)):
+        rows += grid_table(base, {"clean": x, "pgd": x_adv}, y, s, (1, 2), batch_size=4, seed=0)
+    row = baseline_row(rows, 0.5)
+    assert (row["vote"], row["sigma"], row["m"]) == ("none", 0.5, 1)
+    assert row is [r for r in rows if r["vote"] == "none"][1]
+    with pytest.raises(ValueError, match="sigma=0.25"):
+        baseline_row(rows, 0.25)
 
 
 def test_transform_mixes_clean_and_adversarial_with_adv_w():

@@ -168,6 +168,19 @@ def _markdown_table(rows, columns):
     return "\n".join(lines)
 
 
+def baseline_row(rows, sigma):
+    """The "none" (no smoothing) row of the grid at `sigma`.
+
+    The grid has one per sigma (the attacks are re-run at each sigma); the
+    first one is the smallest sigma's, not the run's.
+    """
+    for r in rows:
+        if r["vote"] == "none" and abs(r["sigma"] - sigma) < 1e-9:
+            return r
+    raise ValueError(f"Expected a grid row with vote='none' at sigma={sigma}. Received: sigmas "
+                     f"{sorted({r['sigma'] for r in rows if r['vote'] == 'none'})}")
+
+
 def _plot(rows, main_sigma, attacks, path):
     import matplotlib
 
@@ -186,7 +199,7 @@ def _plot(rows, main_sigma, attacks, path):
                      label=f"{vote} clean")
         axes[1].plot([r["sigma"] for r in sub], [r["robust_worst"] for r in sub], "-o", color=color,
                      label=f"{vote} worst attack")
-    none = [r for r in rows if r["vote"] == "none"][0]
+    none = baseline_row(rows, main_sigma)
     axes[0].axhline(none["clean"], color="gray", ls="--", lw=0.8, label="no smoothing clean")
     axes[0].axhline(none["robust_worst"], color="gray", lw=0.8, label="no smoothing worst")
     axes[0].set(xscale="log", xlabel="m (noisy passes)", ylabel="accuracy", title=f"sigma = {main_sigma:.4g}")
