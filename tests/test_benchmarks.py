@@ -91,6 +91,7 @@ def test_smoothing_benchmark_runs_tiny(data_dir):
                 "--batch_size=40", "--repeats=1")
     for prefix in ("| raw batched forward", "| Gaussian draw alone", "| draw + forward in one function",
                    "| Smooth.sample_counts", "| Smooth.sample_counts, share_noise=True", "| SmoothedClassifier",
+                   "| SmoothedClassifier (soft), share_noise=True",
                    "| tfrobust certify_batch", "| tfrobust certify_batch, share_noise=True"):
         assert any(line.startswith(prefix) for line in text.splitlines()), text
     # ART is optional: either its row and the speed-up, or the row saying it was skipped.

@@ -188,3 +188,28 @@ def test_bad_arguments_name_the_argument(x):
         model(x, sigma=-1.0)
     with pytest.raises(ValueError, match="`n`"):
         model(x, n=1.5)
+
+
+def test_shared_noise_gives_every_image_the_same_draws(x):
+    # share_noise: pass j of every image gets draw j, so copies of one image
+    # vote identically; the reference draws [d, 1, ...] per chunk.
+    base = _base()
+    copies = np.repeat(x[:1], 4, axis=0)
+    shared = SmoothedClassifier(base, sigma=0.4, n=7, vote="soft", chunk_size=3, seed=5, share_noise=True)
+    out = shared(copies).numpy()
+    np.testing.assert_allclose(out, np.repeat(out[:1], 4, axis=0), rtol=1e-6)
+    independent = SmoothedClassifier(base, sigma=0.4, n=7, vote="soft", chunk_size=3, seed=5)(copies).numpy()
+    assert not np.allclose(independent[0], independent[1])
+    call_seed = tf.cast(keras.random.SeedGenerator(5).next() % (2**31 - 1), tf.int32)
+    parts, done, i = [], 0, 0
+    while done < 7:
+        d = min(3, 7 - done)
+        noise = tf.random.stateless_normal((d, 1, 4, 4, 1), seed=tf.random.experimental.stateless_fold_in(call_seed, i))
+        noisy = (x[None] + 0.4 * noise.numpy()).reshape(-1, 4, 4, 1)
+        parts.append(base(noisy).numpy().reshape(d, x.shape[0], K))
+        done, i = done + d, i + 1
+    model = SmoothedClassifier(base, sigma=0.4, n=7, vote="soft", chunk_size=3, seed=5, share_noise=True)
+    np.testing.assert_allclose(model(x).numpy(), np.concatenate(parts).mean(0), rtol=1e-5, atol=1e-5)
+    assert model.get_config()["share_noise"] is True
+    with pytest.raises(ValueError, match="share_noise"):
+        SmoothedClassifier(base, share_noise="yes")

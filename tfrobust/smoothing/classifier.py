@@ -105,6 +105,12 @@ class SmoothedClassifier(keras.Model):
             a chunk: use `chunk_size=1` for one weight sample per pass.
         seed: int seed of the noise's `keras.random.SeedGenerator` (None:
             non-deterministic).
+        share_noise: the images of a call share their noise draws (pass j
+            of every image gets draw j; each image still gets n independent
+            draws, so each image's vote is distributed as without sharing).
+            It divides the Gaussian draw's cost by the batch size; the
+            images' outcomes are no longer independent of each other.
+            Default False.
         **kwargs: base model keyword arguments (`name`, ...).
 
     Call arguments:
@@ -136,7 +142,8 @@ class SmoothedClassifier(keras.Model):
     randomized = True
     optimizes_at_inference = False
 
-    def __init__(self, base, sigma=0.25, n=8, vote="soft", top_k=1, chunk_size=None, seed=None, **kwargs):
+    def __init__(self, base, sigma=0.25, n=8, vote="soft", top_k=1, chunk_size=None, seed=None,
+                 share_noise=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(base, keras.layers.Layer):
             raise _validate.error("base", "a Keras model or layer returning logits", base)
@@ -147,6 +154,9 @@ class SmoothedClassifier(keras.Model):
         self.top_k = _validate.check_int(top_k, name="top_k", minimum=1)
         self.chunk_size = _validate.check_int(chunk_size, name="chunk_size", minimum=1, allow_none=True)
         self.seed = _random.check_seed(seed, allow_none=True)
+        if not isinstance(share_noise, bool):
+            raise _validate.error("share_noise", "a bool", share_noise)
+        self.share_noise = share_noise
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.sigma = self.add_weight(name="sigma", shape=(), dtype="float32", trainable=False,
                                      initializer=keras.initializers.Constant(self._sigma))
@@ -175,10 +185,17 @@ class SmoothedClassifier(keras.Model):
         batch = tf.shape(x)[0]
         # A static multiples rank keeps the tiled batch's rank (and the
         # image shape) known to the base's ops, which runs faster on CPU.
-        tiled = tf.tile(x, tf.stack([passes] + [1] * (x.shape.rank - 1)))
         chunk_seed = tf.random.experimental.stateless_fold_in(seed, chunk)
-        noise = tf.random.stateless_normal(tf.shape(tiled), seed=chunk_seed, dtype=tiled.dtype)
-        logits = tf.convert_to_tensor(self.base(tiled + sigma * noise, training=False))
+        if self.share_noise:
+            # Pass j of every image gets draw j: [d, 1, ...] against [1, B, ...].
+            tail = x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.shape(x)[1:]
+            noise = tf.random.stateless_normal(tf.concat([[passes, 1], tail], 0), seed=chunk_seed, dtype=x.dtype)
+            noisy = tf.reshape(x[None] + sigma * noise, tf.concat([[-1], tail], 0))
+        else:
+            tiled = tf.tile(x, tf.stack([passes] + [1] * (x.shape.rank - 1)))
+            noise = tf.random.stateless_normal(tf.shape(tiled), seed=chunk_seed, dtype=tiled.dtype)
+            noisy = tiled + sigma * noise
+        logits = tf.convert_to_tensor(self.base(noisy, training=False))
         logits = tf.cast(logits, tf.float32)
         return tf.reshape(logits, tf.concat([[passes, batch], tf.shape(logits)[1:]], 0))
 
@@ -360,7 +377,7 @@ class SmoothedClassifier(keras.Model):
         config = super().get_config()
         config.update(base=keras.saving.serialize_keras_object(self.base), sigma=self._sigma,
                       n=self._n, vote=self.vote, top_k=self.top_k, chunk_size=self.chunk_size,
-                      seed=self.seed)
+                      seed=self.seed, share_noise=self.share_noise)
         return config
 
     @classmethod
