@@ -7,26 +7,22 @@ import numpy as np
 __all__ = ["median_seconds", "median_cpu_seconds"]
 
 
-def median_seconds(fn, repeats, warmup=1):
-    """Median wall time of `repeats` calls of `fn` after `warmup` untimed ones (tracing, caches)."""
+def median_seconds(fn, repeats, warmup=1, clock=time.perf_counter):
+    """Median time of `repeats` calls of `fn` after `warmup` untimed ones (tracing, caches).
+
+    `clock`: wall time by default; `time.process_time` for process CPU time.
+    """
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return float(np.median(times))
 
 
 def median_cpu_seconds(fn, repeats, warmup=1):
-    """Median process CPU time (user + system, all threads) of `repeats` calls after `warmup`:
-    other processes' load inflates it far less than wall time."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return float(np.median(times))
+    """`median_seconds` in process CPU time (user + system, all threads), which
+    other processes' load inflates far less than wall time."""
+    return median_seconds(fn, repeats, warmup, clock=time.process_time)
