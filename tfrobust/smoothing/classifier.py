@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfrobust import _random
 from tfrobust import _validate
+from tfrobust.smoothing._noise import noisy_copies
 
 __all__ = ["SmoothedClassifier", "VOTES"]
 
@@ -183,18 +184,8 @@ class SmoothedClassifier(keras.Model):
     def _noisy_logits(self, x, passes, sigma, seed, chunk):
         """Logits of `passes` noisy copies of x, `[passes, B, K]` (draw-major)."""
         batch = tf.shape(x)[0]
-        # A static multiples rank keeps the tiled batch's rank (and the
-        # image shape) known to the base's ops, which runs faster on CPU.
         chunk_seed = tf.random.experimental.stateless_fold_in(seed, chunk)
-        if self.share_noise:
-            # Pass j of every image gets draw j: [d, 1, ...] against [1, B, ...].
-            tail = x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.shape(x)[1:]
-            noise = tf.random.stateless_normal(tf.concat([[passes, 1], tail], 0), seed=chunk_seed, dtype=x.dtype)
-            noisy = tf.reshape(x[None] + sigma * noise, tf.concat([[-1], tail], 0))
-        else:
-            tiled = tf.tile(x, tf.stack([passes] + [1] * (x.shape.rank - 1)))
-            noise = tf.random.stateless_normal(tf.shape(tiled), seed=chunk_seed, dtype=tiled.dtype)
-            noisy = tiled + sigma * noise
+        noisy = noisy_copies(x, passes, sigma, chunk_seed, self.share_noise)
         logits = tf.convert_to_tensor(self.base(noisy, training=False))
         logits = tf.cast(logits, tf.float32)
         return tf.reshape(logits, tf.concat([[passes, batch], tf.shape(logits)[1:]], 0))

@@ -58,6 +58,7 @@ import tensorflow as tf
 from tfrobust import _random
 from tfrobust import _validate
 from tfrobust.smoothing import stats
+from tfrobust.smoothing._noise import noisy_copies
 
 __all__ = ["ABSTAIN", "CertifyResult", "Smooth"]
 
@@ -212,14 +213,7 @@ class Smooth:
         def body(i, done, counts):
             d = tf.minimum(passes, num - done)
             key = tf.random.experimental.stateless_fold_in(seed, i)
-            if self.share_noise:
-                # Pass j of every image gets draw j: [d, 1, ...] against [1, G, ...].
-                tail = x.shape[1:].as_list() if x.shape[1:].is_fully_defined() else tf.shape(x)[1:]
-                noise = tf.random.stateless_normal(tf.concat([[d, 1], tail], 0), seed=key, dtype=x.dtype)
-                noisy = tf.reshape(x[None] + self.sigma * noise, tf.concat([[-1], tail], 0))
-            else:
-                tiled = tf.tile(x, tf.stack([d] + [1] * (x.shape.rank - 1)))  # static rank: faster
-                noisy = tiled + self.sigma * tf.random.stateless_normal(tf.shape(tiled), seed=key, dtype=x.dtype)
+            noisy = noisy_copies(x, d, self.sigma, key, self.share_noise)
             scores = tf.convert_to_tensor(self.base(noisy))
             pred = tf.reshape(tf.argmax(scores, axis=-1, output_type=tf.int32), [d, group])
             hits = tf.one_hot(pred, self.num_classes, dtype=tf.int32)
