@@ -55,6 +55,9 @@ flags.DEFINE_list("robust_eps", ["1.5", "2.5"], "L2 budgets of the robust-accura
 flags.DEFINE_integer("robust_steps", 100, "PGD steps of the robust-accuracy check.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 100, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+flags.DEFINE_integer("offset", 0, "Index of the first evaluated test image (chunks of a long run).", lower_bound=0)
+flags.DEFINE_string("static_results", None, "An earlier static run's static_inc folder: the adaptive part "
+                    "reuses its per-example static results (same images) instead of rerunning them.")
 define_strategy_flag()  # the plain classifiers' evaluations
 FLAGS = flags.FLAGS
 
@@ -79,7 +82,8 @@ def main(argv):
         substitute_seed=FLAGS.substitute_seed, substitute_rounds=FLAGS.substitute_rounds,
         substitute_epochs=FLAGS.substitute_epochs, op_pairs=FLAGS.op_pairs, op_steps=FLAGS.op_steps,
         op_eps=FLAGS.op_eps, robust_eps=robust_eps, robust_steps=FLAGS.robust_steps,
-        batch_size=FLAGS.batch_size, seed=FLAGS.seed, strategy=FLAGS.strategy))
+        batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+        offset=FLAGS.offset, static_results=FLAGS.static_results, strategy=FLAGS.strategy))
 
 
 if __name__ == "__main__":

@@ -65,3 +65,40 @@ def test_eval_manifold_bpda_part_only(data_dir, tmp_path):
     assert os.path.exists(tmp_path / "bpda_inc" / "report.json")
     with pytest.raises(ValueError, match="parts"):
         run(dataclasses.replace(config, parts=("bpda", "nope")))
+
+
+def test_eval_manifold_adaptive_reuses_static_results(data_dir, tmp_path):
+    import keras
+    import pytest
+
+    from tfrobust.experiments.manifold_eval import ManifoldEvalConfig, run
+    from tfrobust.models import manifold
+
+    keras.utils.set_random_seed(0)
+    clf_path, gen_path = str(tmp_path / "clf.keras"), str(tmp_path / "gen.keras")
+    manifold.madry_mnist_cnn().save(clf_path)
+    manifold.mnist_vae(seed=0).decoder.save(gen_path)
+    base = ManifoldEvalConfig(classifier=clf_path, generator=gen_path, data_dir=data_dir, n_static=4, n_adaptive=2,
+                              inc_steps=2, attack_inc_steps=2, eot=1, pgd_steps=2, bpda_steps=2, cw_steps=2,
+                              cw_search=1, latent_copies=1, latent_noise=1, latent_steps=2, substitute_seed=4,
+                              substitute_rounds=1, substitute_epochs=1, batch_size=4)
+    static = run(dataclasses.replace(base, out_dir=str(tmp_path / "static"), parts=("static",)))
+    folder = str(tmp_path / "static" / "static_inc")
+    # The second chunk (test images 2-3) of the static run, evaluated adaptively.
+    chunk = dataclasses.replace(base, out_dir=str(tmp_path / "chunk"), parts=("adaptive",), n_static=2, offset=2,
+                                static_results=folder)
+    row = run(chunk)["adaptive_inc"]
+    assert set(row["per_attack"]) == {"BPDA+EoT-PGD", "BPDA+EoT-PGD-L2", "latent-L2-4"}
+    merged = row["worst_case_with_static"]
+    assert set(merged) == set(row["worst_case_per_threat"]) == {"Linf eps=0.3", "L2 eps=2", "L2 eps=4"}
+    for label, value in merged.items():
+        assert value <= row["worst_case_per_threat"][label] + 1e-9
+    # Every static attack judged in L-inf broke the same examples as in the static run.
+    static_npz = np.load(os.path.join(folder, "results.npz"))
+    static_linf = static_npz["threat/Linf eps=0.3/robust"][2:4]
+    assert merged["Linf eps=0.3"] <= np.mean(static_linf) + 1e-9
+    assert static["static_inc"]["n"] == 4
+    with pytest.raises(ValueError, match="static_results"):  # the static run has no test image 4
+        run(dataclasses.replace(chunk, offset=3, out_dir=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="offset"):
+        run(dataclasses.replace(chunk, offset=10_000, out_dir=str(tmp_path / "bad")))

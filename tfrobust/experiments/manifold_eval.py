@@ -14,7 +14,13 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
   DefenseGAN-style latent attack (L2 4, the break's in-bounds radius), worst
   case per threat over all of them. The attacks differentiate a cheaper
   copy of the defense (`attack_inc_steps`, `attack_inc_restarts`); every
-  adversarial point is judged by the full defense.
+  adversarial point is judged by the full defense. With `static_results`
+  (the `static_inc` folder of an earlier static run of the same defense)
+  the static attacks are not run again: their per-example results on the
+  same first images are read from its `results.npz`, and the worst case
+  per threat over both (`worst_case_with_static`) is added to the summary.
+  `offset` starts every part at that test image instead of the first, so
+  that a long adaptive evaluation can run as chunks of disjoint images.
 - `overpowered`: the overpowered attack's success rate (pairs within L2
   `op_eps` classified differently) on each classifier given (plain, PGD,
   PGD+OP), and the non-overpowered variant from projections of real images.
@@ -81,6 +87,8 @@ class ManifoldEvalConfig:
     robust_steps: int = 100
     batch_size: int = 100
     seed: int = 0
+    offset: int = 0                      # index of the first evaluated test image
+    static_results: str = None           # an earlier run's static_inc folder: see the module docstring
     strategy: str = "default"            # of the plain-classifier evaluations; see the module docstring
 
 
@@ -143,6 +151,40 @@ def _save(result, out_dir, name):
             "sanity_flags": [str(f) for f in result.sanity_flags]}
 
 
+def _load_static(folder, y, start=0):
+    """Per-example results of an earlier static run on the same images (`start` to `start + len(y)`)."""
+    with open(os.path.join(folder, "report.json")) as f:
+        report = json.load(f)
+    arrays = np.load(os.path.join(folder, "results.npz"))
+    part = slice(start, start + len(y))
+    if not np.array_equal(arrays["y"][part], y):
+        raise ValueError(f"Expected `static_results` to hold the labels of test images {start} to "
+                         f"{start + len(y) - 1}. Received: static_results={folder!r} "
+                         f"({arrays['y'].shape[0]} examples)")
+    attacks = {name: {"p": float(a["norm"]), "broken": arrays[f"attack/{name}/broken"][part],
+                      "norms": {k: arrays[f"attack/{name}/{k}"][part] for k in ("l2", "linf")}}
+               for name, a in report["attacks"].items() if a.get("norm") is not None}
+    return {"clean_correct": arrays["clean_correct"][part], "attacks": attacks}
+
+
+def _merge_static(result, prior):
+    """Worst case per threat of `result` and the static attacks of `prior` judged in the same norm.
+
+    An example counts when both runs classify it correctly clean (the
+    defense is randomized) and no attack of either broke it within eps.
+    """
+    from tfrobust.evaluation.labels import inside, norm_key
+
+    merged = {}
+    for t in result.threats.values():
+        robust = t.robust & prior["clean_correct"]
+        for a in prior["attacks"].values():
+            if a["p"] == float(t.p):
+                robust = robust & ~(a["broken"] & inside(a["norms"][norm_key(t.p)], t.eps))
+        merged[t.label] = float(np.mean(robust))
+    return merged
+
+
 def _figure(x, x_hat, x_adv, x_adv_hat, path):
     import matplotlib
 
@@ -201,10 +243,13 @@ def _run(config, dist, spread):
             json.dump(summary, f, indent=1, default=str)
 
     x_all, y_all = data.load("mnist", "test", data_dir=config.data_dir)
-    n = max(config.n_static, config.n_adaptive)
-    x, y = x_all[:n], y_all[:n].astype(np.int64)
+    n, start = max(config.n_static, config.n_adaptive), config.offset
+    if not 0 <= start <= len(x_all) - n:
+        raise ValueError(f"Expected `offset` in [0, {len(x_all) - n}] ({n} images of {len(x_all)}). "
+                         f"Received: offset={start}")
+    x, y = x_all[start:start + n], y_all[start:start + n].astype(np.int64)
     # The attacker's substitute seed images are disjoint from the evaluated ones.
-    x_seed = x_all[n:n + config.substitute_seed]
+    x_seed = x_all[start + n:start + n + config.substitute_seed]
     with dist.scope():
         classifier = tfrobust.load_model(config.classifier)
     generator = load_generator(config.generator)
@@ -249,8 +294,9 @@ def _run(config, dist, spread):
             "BPDA+EoT-PGD-L2": _OnView.make(view, attacks.PGD(l2, steps=config.bpda_steps, seed=config.seed,
                                                               validate="cheap")),
         }
+        prior = _load_static(config.static_results, ya, start) if config.static_results else None
         if "adaptive" in config.parts:
-            _, on_inc = _static_attacks(classifier, config, substitute_inc)
+            on_inc = {} if prior is not None else _static_attacks(classifier, config, substitute_inc)[1]
             adaptive["latent-L2-4"] = LatentAttack(
                 generator, classifier, threats.LpBall(2, 4.0), projector=cheap, copies=config.latent_copies,
                 noise_samples=config.latent_noise, steps=config.latent_steps, seed=config.seed)
@@ -259,6 +305,9 @@ def _run(config, dist, spread):
                           keep_adversarials=True)
         if "adaptive" in config.parts:
             summary["adaptive_inc"] = _save(result, config.out_dir, "adaptive_inc")
+            if prior is not None:
+                summary["adaptive_inc"]["static_results"] = config.static_results
+                summary["adaptive_inc"]["worst_case_with_static"] = _merge_static(result, prior)
             summary["adaptive_seconds"] = round(time.time() - t, 1)
             write()
         k = min(8, len(xa))
