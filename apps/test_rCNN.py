@@ -10,6 +10,9 @@ worst case over attacks:
         --transfer_from=runs/cnn/model.keras --spsa_steps=20 --figures
     # the plain / Madry baselines under the same static battery:
     python apps/test_rCNN.py --model=runs/madry/model.keras --threats=linf
+    # Table I's C&W (L-inf: PGD on the C&W margin), DAA and C&W (black-box) rows:
+    python apps/test_rCNN.py --model=runs/rcnn/model.keras --threats=linf --transfer_from=runs/cnn/model.keras \
+        --attacks="CW,DAA,CW (transfer)"
 """
 
 from absl import app, flags
@@ -30,7 +33,10 @@ flags.DEFINE_integer("samples", 10, "m, reconstructions averaged per prediction.
 flags.DEFINE_integer("steps", 40, "PGD / MI-FGSM steps.", lower_bound=1)
 flags.DEFINE_integer("auto_steps", 100, "APGD / FAB steps.", lower_bound=1)
 flags.DEFINE_integer("square_queries", 1000, "Square attack queries.", lower_bound=1)
-flags.DEFINE_integer("cw_steps", 200, "C&W / EAD steps per binary-search step.", lower_bound=1)
+flags.DEFINE_integer("cw_steps", 200, "C&W L2 / EAD steps per binary-search step (C&W at L-inf: --steps "
+                     "PGD steps on the C&W margin).", lower_bound=1)
+flags.DEFINE_integer("daa_steps", 200, "DAA steps (L-inf; paper: 200 of eps / 30).", lower_bound=1)
+flags.DEFINE_integer("daa_restarts", 1, "DAA restarts (the DAA paper: 50 on MNIST).", lower_bound=1)
 flags.DEFINE_integer("eot_samples", 50, "EoT draws per adaptive step (paper: 50).", lower_bound=1)
 flags.DEFINE_integer("adaptive_steps", 20, "PGD steps of the adaptive attack.", lower_bound=1)
 flags.DEFINE_list("beta2_sweep", ["0", "1", "1.75"], "beta2 values of the clean-accuracy sweep; the static "
@@ -60,7 +66,8 @@ def main(argv):
         model=FLAGS.model, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, out_dir=FLAGS.out_dir,
         n_eval=FLAGS.n_eval, n_adaptive=FLAGS.n_adaptive, threats=tuple(FLAGS.threats), beta1=FLAGS.beta1,
         beta2=FLAGS.beta2, samples=FLAGS.samples, steps=FLAGS.steps, auto_steps=FLAGS.auto_steps,
-        square_queries=FLAGS.square_queries, cw_steps=FLAGS.cw_steps, eot_samples=FLAGS.eot_samples,
+        square_queries=FLAGS.square_queries, cw_steps=FLAGS.cw_steps, daa_steps=FLAGS.daa_steps,
+        daa_restarts=FLAGS.daa_restarts, eot_samples=FLAGS.eot_samples,
         adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, adaptive_beta2=adaptive,
         attacks=tuple(FLAGS.attacks) if FLAGS.attacks is not None else None, auto_targets=FLAGS.auto_targets,
         spsa_steps=FLAGS.spsa_steps, spsa_samples=FLAGS.spsa_samples, transfer_from=FLAGS.transfer_from,

@@ -65,10 +65,11 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
                                     out_dir=str(tmp_path / "more"), n_eval=16, n_adaptive=4,
                                     threats=("linf:0.35",), steps=2, cw_steps=2, eot_samples=2, adaptive_steps=1,
                                     beta2_sweep=(0.0, 1.0), adaptive_beta2=(0.5, 1.75),
-                                    attacks=("PGD", "SPSA", "PGD (transfer)", "FGSM (transfer)"), spsa_steps=2,
-                                    spsa_samples=4, transfer_from=cnn_path, figures=True, batch_size=16))
+                                    attacks=("PGD", "SPSA", "PGD (transfer)", "FGSM (transfer)", "CW", "DAA",
+                                             "CW (transfer)"), spsa_steps=2, spsa_samples=4, daa_steps=2,
+                                    transfer_from=cnn_path, figures=True, batch_size=16))
     static = more["static"]["linf:0.35"]["per_attack"]
-    assert set(static) == {"PGD-2", "SPSA", "PGD-2 (transfer)", "FGSM (transfer)"}
+    assert set(static) == {"PGD-2", "SPSA", "PGD-2 (transfer)", "FGSM (transfer)", "CW", "DAA", "CW (transfer)"}
     judged = more["static_judged"]["1.0"]["linf:0.35"]
     assert set(judged["per_attack"]) == set(static)
     assert judged["worst_case"]["all attacks"] <= min(judged["per_attack"].values()) + 1e-9
@@ -79,6 +80,46 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
                                      threats=("l1",), attacks=("PGD",), steps=1, batch_size=8))
     assert set(plain["clean"]) == {"plain"} and not plain["adaptive"] and plain["n_adaptive"] == 0
     assert keras.saving.load_model(cnn_path) is not None
+
+
+def test_linf_battery_has_cw_margin_on_raw_logits_and_daa():
+    import keras
+
+    from tfrobust import attacks, losses
+    from tfrobust.attacks.carlini_wagner import CarliniWagnerL2
+    from tfrobust.attacks.daa import DAA
+    from tfrobust.defenses.rbf_cnn import RBFCNN
+    from tfrobust.experiments.rbf_cnn_eval import _static_attacks
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    templates = rbf.Templates(rng.uniform(size=(4, 3, 3, 1)).astype("float32"), np.full(4, 0.1, "float32"))
+    classifier = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = RBFCNN.from_templates(templates, classifier, samples=1, seed=0)
+    x = rng.uniform(size=(16, 8, 8, 1)).astype("float32")
+    y = np.asarray(np.argmax(model(x), -1))
+    config = EvalConfig(steps=3, daa_steps=3, seed=0)
+    battery = _static_attacks(model, np.inf, 0.3, config, source=classifier)
+    assert {"CW", "DAA", "CW (transfer)"} <= set(battery)
+    assert isinstance(battery["DAA"], DAA) and battery["DAA"].steps == 3 and battery["DAA"].c == 1.1
+    cw = battery["CW"]
+    assert cw.attack.loss == "margin" and not cw.uses_eot and not cw.black_box
+    # The view's outputs are the static model's raw logits (not its log of
+    # mean softmax): same argmax, but not normalized.
+    logits = np.asarray(cw.view(x))
+    np.testing.assert_allclose(logits, classifier(model.reconstruction(x, beta2=0.0)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.argmax(logits, -1), y)
+    assert np.max(np.abs(np.log(np.sum(np.exp(logits), -1)))) > 1e-3
+    x_adv = np.asarray(cw(model, x, y))
+    assert np.max(np.abs(x_adv - x)) <= 0.3 + 1e-6
+    margin = lambda z: float(np.mean(losses.margin(cw.view(z), y)))
+    assert margin(x_adv) > margin(x)
+    # The L1 / L2 batteries have no DAA and no L∞ C&W; a plain classifier's
+    # C&W runs on its own logits.
+    assert "DAA" not in _static_attacks(model, 1, 15.0, config) and "CW" not in _static_attacks(model, 1, 15.0, config)
+    assert isinstance(_static_attacks(model, 2, 2.0, config)["CW"], CarliniWagnerL2)
+    plain = _static_attacks(classifier, np.inf, 0.3, config)["CW"]
+    assert isinstance(plain, attacks.PGD) and plain.loss == "margin"
 
 
 @pytest.mark.parametrize("app, args, message", [

@@ -3,9 +3,9 @@ clean accuracy with m samples, then the paper's attack battery per threat.
 
 Two views of one trained model:
 - **static**: beta2 = 0 and m = 1, a deterministic, differentiable model
-  attacked by FGSM, PGD, MI-FGSM, APGD-CE, APGD-T, FAB-T, Square, C&W (L2)
-  and EAD (L1) with exact gradients (the paper's "static" column, plus the
-  AutoAttack members);
+  attacked by FGSM, PGD, MI-FGSM, APGD-CE, APGD-T, FAB-T, Square, C&W (L2;
+  at L∞ the C&W margin loss maximized by PGD), DAA (L∞) and EAD (L1) with
+  exact gradients (the paper's "static" column, plus the AutoAttack members);
 - **randomized**: the deployed model (beta2 > 0, m samples), attacked
   adaptively by PGD through BPDA (the beta2 = 0 reconstruction's gradient)
   with EoT over `eot_samples` draws, and judged on its m-sample prediction.
@@ -18,7 +18,7 @@ each beta2 > 0 of the sweep (the paper's Table VII protocol: examples made
 with z_j = mu_j, classified by the m-sample model), and the adaptive attack
 can run at several beta2 (`adaptive_beta2`). Black-box rows: SPSA on the
 static view and, with `transfer_from` (an undefended CNN), PGD / FGSM /
-C&W / EAD made on that CNN. A model without RBF knobs (a plain or Madry
+C&W / EAD made on that CNN (the paper's "(Black-box)" rows). A model without RBF knobs (a plain or Madry
 CNN) gets the static battery only, so the baselines share one protocol.
 A threat is `linf`, `l2`, `l1` (the paper's 0.3, 2.0, 15) or `name:eps`
 (e.g. `linf:0.35`, Table IV).
@@ -51,7 +51,9 @@ class EvalConfig:
     steps: int = 40
     auto_steps: int = 100            # APGD-CE, APGD-T, FAB-T (AutoAttack's 100)
     square_queries: int = 1000
-    cw_steps: int = 200
+    cw_steps: int = 200              # C&W L2 / EAD; C&W at L∞ runs `steps` PGD steps
+    daa_steps: int = 200             # DAA (L∞): the paper's 200 steps of eps / 30
+    daa_restarts: int = 1            # the DAA paper uses 50 on MNIST
     eot_samples: int = 50
     adaptive_steps: int = 20
     beta2_sweep: tuple = (0.0, 1.0, 1.75)
@@ -72,12 +74,13 @@ class EvalConfig:
 
 class _AttackOn:
     """An attack run on a fixed view of the model (e.g. its BPDA+EoT
-    version) while the engine judges the deployed model."""
+    version, or the static model's raw logits) while the engine judges
+    the model itself."""
 
-    def __init__(self, attack, view):
-        self.attack, self.view = attack, view
+    def __init__(self, attack, view, *, adaptive=True):
+        self.attack, self.view, self.adaptive = attack, view, adaptive
         self.threat, self.bounds = attack.threat, attack.bounds
-        self.black_box, self.uses_eot = attack.black_box, True
+        self.black_box, self.uses_eot = attack.black_box, adaptive
         self.randomized, self.steps = attack.randomized, attack.steps
 
     def __call__(self, model, x, y=None, *, targeted=False):
@@ -85,7 +88,7 @@ class _AttackOn:
         return self.attack(self.view, x, y, targeted=targeted)
 
     def get_config(self):
-        return dict(self.attack.get_config(), view=type(self.view).__name__, adaptive=True)
+        return dict(self.attack.get_config(), view=type(self.view).__name__, adaptive=self.adaptive)
 
 
 def parse_threat(name):
@@ -116,6 +119,13 @@ def _white_box(ball, p, eps, config):
 
     steps = config.steps
     out = {"FGSM": attacks.FGSM(eps, p), f"PGD-{steps}": attacks.PGD(ball, steps=steps, seed=config.seed)}
+    if p == np.inf:
+        # The L∞ "CW" of the paper's Table I: no attack code ships with the
+        # original, and C&W's L∞ attack is usually run, as in Madry et al.'s
+        # MNIST challenge, as PGD on the C&W margin of the logits. Stopping
+        # once the whole batch is adversarial returns the same examples
+        # (the first adversarial iterate is kept either way).
+        out["CW"] = attacks.PGD(ball, steps=steps, loss="margin", seed=config.seed, early_stop=True)
     if p == 2:
         out["CW"] = attacks.CarliniWagnerL2(ball, binary_search_steps=5, steps=config.cw_steps)
     if p == 1:
@@ -126,6 +136,7 @@ def _white_box(ball, p, eps, config):
 def _static_attacks(model, p, eps, config, source=None):
     from tfrobust import attacks, threats
     from tfrobust.attacks.apgd import APGD, APGDT
+    from tfrobust.attacks.daa import DAA
     from tfrobust.attacks.fab import FABT
     from tfrobust.attacks.spsa import SPSA
     from tfrobust.attacks.square import Square
@@ -141,6 +152,15 @@ def _static_attacks(model, p, eps, config, source=None):
     })
     if p != 1:
         out["Square"] = Square(ball, n_queries=config.square_queries, seed=seed)
+    if p == np.inf:
+        # The paper's DAA defaults (blob, cross-entropy, c = 1.1, 200 steps of
+        # eps / 30, random start); the kernel couples the examples of a batch.
+        out["DAA"] = DAA(ball, steps=config.daa_steps, restarts=config.daa_restarts, seed=seed, early_stop=True)
+    if p == np.inf and hasattr(model, "reconstruction"):
+        # The RBF-CNN returns log(mean softmax + 1e-12), whose margin loses
+        # its gradient where a probability falls below 1e-12: C&W's L∞
+        # margin is taken on the static model's raw logits instead.
+        out["CW"] = _AttackOn(out["CW"], _deterministic(model), adaptive=False)
     if config.spsa_steps:
         spsa = SPSA(ball, steps=config.spsa_steps, samples=config.spsa_samples,
                     chunk_size=min(128, config.spsa_samples), seed=seed)
