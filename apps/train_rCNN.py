@@ -23,7 +23,10 @@ flags.DEFINE_integer("n_train", None, "Use the first n training images.", lower_
 flags.DEFINE_integer("n_eval", 1000, "Test images evaluated after each epoch.", lower_bound=1)
 flags.DEFINE_integer("epochs", 150, "Epochs (original: 150).", lower_bound=1)
 flags.DEFINE_integer("batch_size", 128, "Clean images per batch.", lower_bound=1)
-flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("lr", 1e-3, "Learning rate.")
+flags.DEFINE_string("classifier", "cw_mnist_cnn", "Classifier behind the front end (a name of "
+                    "tfrobust.models.MODELS; CIFAR-10: vgg16_cifar).")
+flags.DEFINE_string("optimizer", "adam", "Optimizer name of tfrobust.training.fit (adam, nesterov, ...).")
 flags.DEFINE_integer("halve_every", None, "Halve the rate every n epochs (default 20, rCNN+ 25).", lower_bound=1)
 flags.DEFINE_float("beta1_train", 125.0, "beta1 in training.")
 flags.DEFINE_float("beta1_test", 25.0, "beta1 stored in the final model.")
@@ -55,7 +58,7 @@ def main(argv):
         beta1_train=FLAGS.beta1_train, beta1_test=FLAGS.beta1_test, sigma=FLAGS.sigma, eps_range=eps_range,
         adv_noise_epoch=FLAGS.adv_noise_epoch, adv_noise_eps=FLAGS.adv_noise_eps,
         adv_noise_steps=FLAGS.adv_noise_steps, seed=FLAGS.seed,
-        strategy=FLAGS.strategy))
+        strategy=FLAGS.strategy, classifier=FLAGS.classifier, optimizer=FLAGS.optimizer))
 
 
 if __name__ == "__main__":
