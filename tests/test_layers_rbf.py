@@ -57,6 +57,24 @@ def test_reconstruction_matches_numpy_and_averages_overlaps(base, numeric_base):
     assert coverage[0, 0, 0, 0] == 1 and coverage[0, 0, 1, 0] == 2 and coverage[0, 3, 3, 0] == 9
 
 
+@pytest.mark.parametrize("beta1", [25.0, 114.0, 125.0, 400.0])
+def test_weights_match_numpy_on_both_sides_of_the_shifted_path(beta1):
+    # Below scale 80 the weights skip the softmax's max-subtraction; above,
+    # the full softmax. Both equal the reference, also where every template
+    # scores low (v near 0: the shifted exponents are at their smallest).
+    means, var = _templates()
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.uniform(size=(2, 5, 5, C)), np.full((1, 5, 5, C), 40.0)]).astype("float32")
+    layer = ReconstructionLayer(RBFLayer.from_templates(means, var), beta1=beta1)
+    v = 1 / (1 + np.exp(-_np_scores(x.astype(np.float64), means, var)))
+    logits = beta1 * np.log(2.0) * v
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    got = layer.weights_map(x).numpy()
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
 def test_constant_templates_reproduce_a_matching_image():
     # An image made of one template's constant value is rebuilt exactly when
     # beta1 makes that template dominate.

@@ -36,8 +36,24 @@ def test_numba_e_step_equals_numpy():
     means = rng.uniform(size=(6, 18))
     variances = rng.uniform(0.2, 2.0, size=6)
     for alpha, allow in ((1.0, True), (50.0, True), (0.0, True), (5.0, False)):
-        np.testing.assert_array_equal(rbf.e_step(patches, means, variances, alpha, allow),
-                                      rbf.e_step_numpy(patches, means, variances, alpha, allow))
+        expected = rbf.e_step(patches, means, variances, alpha, allow)
+        for method in ("matmul", "direct"):
+            np.testing.assert_array_equal(expected,
+                                          rbf.e_step_numpy(patches, means, variances, alpha, allow, method=method))
+    with pytest.raises(ValueError, match="method"):
+        rbf.e_step_numpy(patches, means, variances, 1.0, method="loop")
+
+
+def test_numpy_statistics_equal_the_numba_accumulation():
+    from tfrobust.rbf.em import _accumulate
+
+    rng = np.random.default_rng(3)
+    patches = rng.uniform(size=(500, 9))
+    assignment = rng.integers(0, 4, size=500)  # slot 4 (of 5) stays empty
+    sums, squares, counts = np.zeros((5, 9)), np.zeros((5, 9)), np.zeros(5)
+    _accumulate(patches, assignment, sums, squares, counts)
+    for got, want in zip(rbf.accumulate_numpy(patches, assignment, 5), (sums, squares, counts)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
 
 
 def test_extract_patches_layout_matches_the_layer():

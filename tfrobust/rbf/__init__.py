@@ -16,10 +16,11 @@ layer = RBFLayer.load("rbf/mnist_templates.npz")
 NumPy arrays in and out; `tfrobust.layers.RBFLayer` consumes them.
 """
 
-from tfrobust.rbf.em import EMConfig, Templates, e_step, e_step_numpy, extract_patches, train_templates
+from tfrobust.rbf.em import (EMConfig, Templates, accumulate_numpy, e_step, e_step_numpy, extract_patches,
+                             train_templates)
 from tfrobust.rbf.gradient import train_templates_gradient
 from tfrobust.rbf.io import load_original, load_templates, plot_templates, save_templates
 
-__all__ = ["EMConfig", "Templates", "e_step", "e_step_numpy", "extract_patches", "load_original",
+__all__ = ["EMConfig", "Templates", "accumulate_numpy", "e_step", "e_step_numpy", "extract_patches", "load_original",
            "load_templates", "plot_templates", "save_templates", "train_templates",
            "train_templates_gradient"]

@@ -47,7 +47,8 @@ import numpy as np
 
 from tfrobust import _validate
 
-__all__ = ["EMConfig", "Templates", "train_templates", "e_step", "e_step_numpy", "extract_patches"]
+__all__ = ["EMConfig", "Templates", "train_templates", "e_step", "e_step_numpy", "accumulate_numpy",
+           "extract_patches"]
 
 PATCH = 3
 _NEW_NODE_SCORE = -2.5
@@ -163,18 +164,41 @@ def e_step(patches, means, variances, alpha, allow_new=True):
     return _assign(patches, means, variances, log_alpha, allow)
 
 
-def e_step_numpy(patches, means, variances, alpha, allow_new=True):
-    """The same E-step in plain NumPy (the benchmark's baseline and the
-    tests' reference)."""
+def e_step_numpy(patches, means, variances, alpha, allow_new=True, *, method="matmul"):
+    """The same E-step in plain NumPy (the benchmark's baselines and the
+    tests' reference).
+
+    Args:
+        method: "matmul" (all distances from one BLAS product through
+            `||z||^2 - 2 z.mu + ||mu||^2`) or "direct" (the straightforward
+            implementation: `(z - mu)^2` summed, by broadcasting, in chunks
+            of patches; the arithmetic of the numba loop).
+    """
+    _validate.check_choice(method, name="method", choices=("matmul", "direct"))
     allow = bool(allow_new) and alpha > 0
     if means.shape[0] == 0:
         return np.full(len(patches), 0 if allow else -1, np.int64)
-    dist = (np.sum(patches**2, 1)[:, None] - 2 * patches @ means.T + np.sum(means**2, 1)[None])
-    scores = -np.maximum(dist, 0.0) / (2 * variances) - 0.5 * np.log(variances)
+    if method == "matmul":
+        dist = np.maximum(np.sum(patches**2, 1)[:, None] - 2 * patches @ means.T + np.sum(means**2, 1)[None], 0.0)
+    else:
+        chunk = max(1, 2**22 // means.size)  # a [chunk, K, D] temporary of ~32 MB
+        dist = np.concatenate([np.sum((patches[i:i + chunk, None, :] - means[None]) ** 2, axis=2)
+                               for i in range(0, len(patches), chunk)])
+    scores = -dist / (2 * variances) - 0.5 * np.log(variances)
     best = np.argmax(scores, axis=1)
     if allow:
         best = np.where(scores.max(1) < _NEW_NODE_SCORE + math.log(alpha), means.shape[0], best)
     return best.astype(np.int64)
+
+
+def accumulate_numpy(patches, assignment, num_slots):
+    """The M-step's statistics in NumPy: per-slot sums, sums of squares and
+    counts of the assigned patches (the benchmark's baseline for the numba
+    accumulation)."""
+    counts = np.bincount(assignment, minlength=num_slots).astype(np.float64)
+    sums = np.stack([np.bincount(assignment, weights=col, minlength=num_slots) for col in patches.T], 1)
+    squares = np.stack([np.bincount(assignment, weights=col * col, minlength=num_slots) for col in patches.T], 1)
+    return sums, squares, counts
 
 
 def _m_step(sums, squares, counts, config):
