@@ -71,9 +71,12 @@ flags.DEFINE_float("cw_learning_rate", 0.1, "C&W Adam step size (all libraries);
 flags.DEFINE_boolean("cw_abort_early", True, "C&W early abort (tfrobust and Foolbox; ART has none).")
 flags.DEFINE_list("peers", ["art", "foolbox"], "Peers to compare with.")
 flags.DEFINE_integer("seed", 0, "Seed of training and of the random starts.")
+flags.DEFINE_integer("attack_seed", None, "Seed of the attacks' random starts and of NumPy (ART's draws); "
+                     "default --seed. Another value reruns the attacks on the same cached models.")
 flags.DEFINE_list("only", [], "Run only the attacks whose name contains one of these (case-insensitive).")
 flags.DEFINE_integer("square_queries", 5000, "Square's query budget (alone and in the AutoAttack rows).")
 flags.DEFINE_integer("adv_epochs", 3, "Epochs of PGD adversarial training of the second model (0: no second model).")
+flags.DEFINE_list("models", ["standard", "pgd"], "Models whose rows run: standard, pgd (the PGD-trained one), or both.")
 flags.DEFINE_integer("adv_steps", 10, "PGD steps (Linf 0.3, step 2.5 * 0.3 / steps, random start) of that training.")
 FLAGS = flags.FLAGS
 
@@ -82,6 +85,10 @@ NUM_CLASSES = 10
 
 # ----------------------------------------------------------------------
 # Model, data, machine.
+
+
+def attack_seed():
+    return FLAGS.seed if FLAGS.attack_seed is None else FLAGS.attack_seed
 
 
 def train_or_load(x_train, y_train, adversarial=False):
@@ -312,7 +319,7 @@ def fb_impl(peer, make, eps):
 
 def specs(model, peers):
     """The benchmarked attacks: dicts of name, norm p, eps, n, batch, kind and implementations."""
-    s, c0, it, seed = FLAGS.search_steps, FLAGS.initial_const, FLAGS.iterations, FLAGS.seed
+    s, c0, it, seed = FLAGS.search_steps, FLAGS.initial_const, FLAGS.iterations, attack_seed()
     lr = FLAGS.cw_learning_rate
     inf = np.inf
     rows = []
@@ -607,7 +614,9 @@ def main(argv):
             raise ValueError(f"Expected --{name} >= 1. Received: {name}={getattr(FLAGS, name)}")
     if FLAGS.adv_epochs < 0:
         raise ValueError(f"Expected --adv_epochs >= 0. Received: adv_epochs={FLAGS.adv_epochs}")
-    keras.utils.set_random_seed(FLAGS.seed)
+    if not FLAGS.models or set(FLAGS.models) - {"standard", "pgd"}:
+        raise ValueError(f"Expected --models among standard, pgd. Received: models={','.join(FLAGS.models)}")
+    keras.utils.set_random_seed(attack_seed())
     # ART logs every batch at INFO level through absl's handler.
     logging.getLogger("art").setLevel(logging.WARNING)
     print(f"Machine: {platform.machine()}, nproc={os.cpu_count()}, "
@@ -638,10 +647,10 @@ def main(argv):
     for name, peer in peers.items():
         if isinstance(peer, Exception):
             print(f"{name}: unavailable: {type(peer).__name__}: {peer}")
-    table = run_rows(model, specs(model, peers), x, y, clean_ok)
+    table = run_rows(model, specs(model, peers), x, y, clean_ok) if "standard" in FLAGS.models else []
     wanted = [spec["name"] for spec in specs(model, {}) if spec["name"].startswith(_autoattack_rows.ROBUST_MODEL_ROWS)
               and (not FLAGS.only or any(part.lower() in spec["name"].lower() for part in FLAGS.only))]
-    if FLAGS.adv_epochs and wanted:
+    if FLAGS.adv_epochs and wanted and "pgd" in FLAGS.models:
         robust, train_seconds = train_or_load(x_train, y_train, adversarial=True)
         if train_seconds:
             print(f"PGD-trained {FLAGS.adv_epochs} epochs in {train_seconds:.1f} s.")
