@@ -40,7 +40,7 @@ flags.DEFINE_integer("queries", 1000, "Query budget of both implementations.")
 flags.DEFINE_float("eps", 2.0, "L2 radius.")
 flags.DEFINE_float("p_init", 0.8, "Initial fraction of pixels changed (AutoAttack's 0.8).")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: tfrobust's `seed` and the reference's np.random.seed.")
-flags.DEFINE_list("models", ["standard", "pgd"], "Which models of attacks_vs_peers.py: standard and/or pgd.")
+# --models (standard and/or pgd) is attacks_vs_peers.py's flag, defined on import.
 FLAGS = flags.FLAGS
 
 
