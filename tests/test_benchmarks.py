@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -55,15 +57,21 @@ def test_attacks_vs_peers_runs_without_peers(data_dir, tmp_path):
     assert "Loaded cached weights" in again
     cw = _row(again, "| C&W L2 (1 x 5, lr 0.1, c0 0.01, abort early False) |")
     assert cw[1] == "4" and cw[8].startswith("L2: "), cw
+    # --models=pgd skips the standard model's rows (and, with --adv_epochs=0, has no second model).
+    none = _run("attacks_vs_peers.py", f"--data_dir={data_dir}", f"--cache_dir={tmp_path}", "--epochs=1",
+                "--n=20", "--batch_size=20", "--repeats=1", "--peers=", "--only=FGSM", "--adv_epochs=0",
+                "--models=pgd", "--attack_seed=3")
+    assert "Loaded cached weights" in none and "| FGSM Linf" not in none
 
 
-def test_attacks_vs_peers_rejects_bad_flags(data_dir):
+@pytest.mark.parametrize("flag, message", [("--n=0", "Expected --n >= 1"),
+                                           ("--models=robust", "Expected --models among standard, pgd")])
+def test_attacks_vs_peers_rejects_bad_flags(data_dir, flag, message):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "attacks_vs_peers.py"),
-         f"--data_dir={data_dir}", "--n=0"],
+        [sys.executable, os.path.join(ROOT, "benchmarks", "attacks_vs_peers.py"), f"--data_dir={data_dir}", flag],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )
-    assert out.returncode != 0 and "Expected --n >= 1" in out.stderr
+    assert out.returncode != 0 and message in out.stderr
 
 
 def test_cross_lipschitz_benchmark_on_digits():
@@ -81,8 +89,10 @@ def test_cross_lipschitz_benchmark_on_digits():
 def test_rbf_benchmark_on_digits():
     env = {k: v for k, v in os.environ.items() if k != "TFROBUST_DATA_DIR"}
     text = _run("rbf.py", "--repeats=1", "--batch_size=32", env=env)
-    assert "same assignments: True" in text
-    for prefix in ("E-step", "EM pass over", "forward at batch 32", "m=10 samples", "m=10 samples, process CPU time"):
+    assert "same assignments: False" not in text and text.count("same assignments: True") == 2
+    assert "same statistics: True" in text
+    for prefix in ("E-step", "E-step + statistics", "EM pass over", "forward at batch 32", "the same in process CPU",
+                   "m=10 samples", "m=10 samples, process CPU time"):
         assert any(line.startswith(prefix) for line in text.splitlines()), text
 
 
