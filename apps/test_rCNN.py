@@ -13,6 +13,8 @@ worst case over attacks:
     # Table I's C&W (L-inf: PGD on the C&W margin), DAA and C&W (black-box) rows:
     python apps/test_rCNN.py --model=runs/rcnn/model.keras --threats=linf --transfer_from=runs/cnn/model.keras \
         --attacks="CW,DAA,CW (transfer)"
+    # per-point worst cases over runs made separately (each saves points.npz):
+    python apps/test_rCNN.py --combine=runs/eval/linf_a,runs/eval/linf_b --out_dir=runs/eval/linf
 """
 
 from absl import app, flags
@@ -51,6 +53,8 @@ flags.DEFINE_boolean("figures", False, "Write Fig. 3 (reconstructions) and Fig. 
                      "--transfer_from) PNGs.")
 flags.DEFINE_integer("batch_size", 250, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+flags.DEFINE_list("combine", None, "Instead of attacking: folders of earlier runs whose points.npz are "
+                  "combined into per-point worst cases (combined.md / .json in --out_dir).")
 define_strategy_flag()  # the static attacks; the randomized BPDA+EoT view runs on one device
 FLAGS = flags.FLAGS
 
@@ -59,6 +63,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from tfrobust.experiments.rbf_cnn_eval import EvalConfig, evaluate_rcnn
+
+    if FLAGS.combine:
+        from tfrobust.experiments.rbf_cnn_points import write_combined
+
+        write_combined(FLAGS.combine, FLAGS.out_dir)
+        return
 
     sweep = _numbers("beta2_sweep")
     adaptive = _numbers("adaptive_beta2") if FLAGS.adaptive_beta2 else None

@@ -51,6 +51,14 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
     # The worst case is never above any single attack's robust accuracy.
     assert min(static["per_attack"].values()) >= list(static["worst_case"].values())[0] - 1e-9
     assert "BPDA+EoT PGD" in results["adaptive"]["linf"]["per_attack"]
+    # Per-example verdicts are saved; the deployed beta2 (1.75) is outside
+    # the sweep here, so its per-point worst case is BPDA+EoT's alone.
+    points = np.load(tmp_path / "test" / "points.npz")
+    assert points["y"].shape == (24,) and points["adaptive/1.75/linf"].shape == (6,)
+    assert {k for k in points.files if k.startswith("judged/1.0/linf/")} and points["static/linf/FGSM"].dtype == bool
+    deployed = results["deployed"]["1.75"]["linf"]
+    assert deployed["static_attacks"] == 0 and deployed["n"] == 6
+    assert deployed["robust"] == pytest.approx(results["adaptive"]["linf"]["per_attack"]["BPDA+EoT PGD"])
 
     # Table IV's radius, Table VII's judged rows and adaptive beta2, the
     # black-box rows from an (untrained) undefended CNN, Figs. 3 and 5.
@@ -126,6 +134,7 @@ def test_linf_battery_has_cw_margin_on_raw_logits_and_daa():
     ("train_rCNN.py", ["--eps_range=a,b"], "--eps_range"),
     ("test_rCNN.py", ["--model=does/not/exist.keras"], "does/not/exist.keras"),
     ("test_rCNN.py", ["--threats=linf:-1"], "threats"),
+    ("test_rCNN.py", ["--combine=does/not/exist"], "points.npz"),
     ("train_rbf_layer.py", ["--dataset=digits", "--method=em", "--n_train=0"], "n_train"),
 ])
 def test_apps_report_errors_without_traceback(app, args, message):
