@@ -54,10 +54,10 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
     # Per-example verdicts are saved; the deployed beta2 (1.75) is outside
     # the sweep here, so its per-point worst case is BPDA+EoT's alone.
     points = np.load(tmp_path / "test" / "points.npz")
-    assert points["y"].shape == (24,) and points["adaptive/1.75/linf"].shape == (6,)
+    assert points["y"].shape == (24,) and points["adaptive/1.75/linf/BPDA+EoT PGD"].shape == (6,)
     assert {k for k in points.files if k.startswith("judged/1.0/linf/")} and points["static/linf/FGSM"].dtype == bool
     deployed = results["deployed"]["1.75"]["linf"]
-    assert deployed["static_attacks"] == 0 and deployed["n"] == 6
+    assert deployed["static_attacks"] == 0 and deployed["adaptive_attacks"] == 1 and deployed["n"] == 6
     assert deployed["robust"] == pytest.approx(results["adaptive"]["linf"]["per_attack"]["BPDA+EoT PGD"])
 
     # Table IV's radius, Table VII's judged rows and adaptive beta2, the
@@ -72,7 +72,8 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
     more = evaluate_rcnn(EvalConfig(model=os.path.join(out, "model.keras"), dataset="digits",
                                     out_dir=str(tmp_path / "more"), n_eval=16, n_adaptive=4,
                                     threats=("linf:0.35",), steps=2, cw_steps=2, eot_samples=2, adaptive_steps=1,
-                                    beta2_sweep=(0.0, 1.0), adaptive_beta2=(0.5, 1.75),
+                                    beta2_sweep=(0.0, 1.0), adaptive_beta2=(0.5, 1.0),
+                                    adaptive_attacks=("BPDA+EoT PGD", "EoT APGD-CE"),
                                     attacks=("PGD", "SPSA", "PGD (transfer)", "FGSM (transfer)", "CW", "DAA",
                                              "CW (transfer)"), spsa_steps=2, spsa_samples=4, daa_steps=2,
                                     transfer_from=cnn_path, figures=True, batch_size=16))
@@ -81,7 +82,14 @@ def test_rcnn_plus_trains_fills_its_table_resumes_and_tests(templates, tmp_path)
     judged = more["static_judged"]["1.0"]["linf:0.35"]
     assert set(judged["per_attack"]) == set(static)
     assert judged["worst_case"]["all attacks"] <= min(judged["per_attack"].values()) + 1e-9
-    assert set(more["adaptive_beta2"]) == {"0.5"} and "linf:0.35" in more["adaptive"]
+    assert set(more["adaptive_beta2"]) == {"0.5", "1.0"} and not more["adaptive"]
+    # At beta2 = 1.0 (in the sweep) the deployed worst case is per point over
+    # both adaptive attacks and the seven judged static examples.
+    adaptive = more["adaptive_beta2"]["1.0"]["linf:0.35"]["per_attack"]
+    assert set(adaptive) == {"BPDA+EoT PGD", "EoT APGD-CE"}
+    deployed = more["deployed"]["1.0"]["linf:0.35"]
+    assert (deployed["adaptive_attacks"], deployed["static_attacks"], deployed["n"]) == (2, 7, 4)
+    assert deployed["robust"] <= min(min(adaptive.values()), judged["worst_case"]["all attacks"]) + 1e-9
     assert all(os.path.getsize(more["figures"][k]) > 0 for k in ("fig3", "fig5"))
     # A plain classifier gets the static battery only (the baseline rows).
     plain = evaluate_rcnn(EvalConfig(model=cnn_path, dataset="digits", out_dir=str(tmp_path / "plain"), n_eval=8,
@@ -135,9 +143,12 @@ def test_linf_battery_has_cw_margin_on_raw_logits_and_daa():
     ("test_rCNN.py", ["--model=does/not/exist.keras"], "does/not/exist.keras"),
     ("test_rCNN.py", ["--threats=linf:-1"], "threats"),
     ("test_rCNN.py", ["--combine=does/not/exist"], "points.npz"),
+    ("test_rCNN.py", ["--adaptive_attacks=BPDA+EoT FGSM", "--dataset=digits"], "adaptive_attacks"),
     ("train_rbf_layer.py", ["--dataset=digits", "--method=em", "--n_train=0"], "n_train"),
 ])
-def test_apps_report_errors_without_traceback(app, args, message):
+def test_apps_report_errors_without_traceback(app, args, message, tmp_path):
+    if app == "test_rCNN.py":  # its default out_dir is under the working directory
+        args = [*args, f"--out_dir={tmp_path}"]
     run = subprocess.run([sys.executable, os.path.join(ROOT, "apps", app), *args], capture_output=True,
                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert run.returncode == 1, run.stderr[-2000:]

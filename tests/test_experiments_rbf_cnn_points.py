@@ -21,11 +21,12 @@ def test_deployed_worst_case_is_per_point_on_the_adaptive_images():
               "judged/1.75/l2/CW": np.array([1, 0, 1, 1, 0], bool),
               "judged/1.0/l2/CW": np.array([0, 0, 0, 0, 0], bool),   # another beta2: not combined
               "judged/1.75/linf/CW": np.array([0, 0, 0, 0, 0], bool),  # another threat
-              "adaptive/1.75/l2": np.array([1, 1, 1, 0], bool)}
+              "adaptive/1.75/l2/BPDA+EoT PGD": np.array([1, 1, 1, 0], bool),
+              "adaptive/1.75/l2/EoT APGD-CE": np.array([1, 1, 1, 1], bool)}
     d = _deployed(points, 1.75, "l2", 4)
-    # Per point over the first 4 images: only image 0 survives all three;
-    # each view alone says 50-75%.
-    assert d == {"n": 4, "static_attacks": 2, "robust": 0.25}
+    # Per point over the first 4 images: only image 0 survives all four;
+    # each view alone says 50-100%.
+    assert d == {"n": 4, "adaptive_attacks": 2, "static_attacks": 2, "robust": 0.25}
 
 
 def test_combine_takes_per_point_minima_over_runs_on_common_images(tmp_path):
@@ -33,11 +34,13 @@ def test_combine_takes_per_point_minima_over_runs_on_common_images(tmp_path):
     a = _run(tmp_path / "a", y=y, **{"static/l1/PGD-40": np.array([1, 1, 1, 0, 1, 1], bool),
                                      "judged/1.75/l1/PGD-40": np.array([1, 1, 1, 1, 1, 0], bool)})
     b = _run(tmp_path / "b", y=y[:4], **{"static/l1/EAD": np.array([1, 0, 1, 1], bool),
-                                         "adaptive/1.75/l1": np.array([0, 1, 1, 1], bool)})
+                                         "adaptive/1.75/l1/EoT APGD-CE": np.array([0, 1, 1, 1], bool),
+                                         "adaptive/1.75/l1": np.array([1, 1, 1, 1], bool)})  # an older run's key
     out = combine([a, b])
     assert out["static"]["l1"] == {"n": 4, "robust": 0.5, "attacks": ["0: PGD-40", "1: EAD"]}
     assert out["deployed (beta2 = 1.75)"]["l1"] == {"n": 4, "robust": 0.75,
-                                                    "attacks": ["0: PGD-40", "1: BPDA+EoT PGD"]}
+                                                    "attacks": ["0: PGD-40", "1: EoT APGD-CE",
+                                                                "1: BPDA+EoT PGD"]}
     written = write_combined([a, b], str(tmp_path / "out"))
     assert json.load(open(tmp_path / "out" / "combined.json"))["views"] == written
     assert "| static | l1 | 4 | 50.0 | 2 |" in open(tmp_path / "out" / "combined.md").read()

@@ -8,14 +8,16 @@ Two views of one trained model:
   exact gradients (the paper's "static" column, plus the AutoAttack members);
 - **randomized**: the deployed model (beta2 > 0, m samples), attacked
   adaptively by PGD through BPDA (the beta2 = 0 reconstruction's gradient)
-  with EoT over `eot_samples` draws, and judged on its m-sample prediction.
+  with EoT over `eot_samples` draws (the paper's attack; `adaptive_attacks`
+  adds APGD-CE and EoT through the randomized model's own gradient), and
+  judged on its m-sample prediction.
 
 Robust accuracy is reported per attack and as the worst case over all
 attacks of a threat (the honest number; the paper reports per-attack ones).
 For the deployed model the worst case is taken per point over BPDA+EoT and
 the static examples judged at its beta2, on the images both cover. Every
 run saves its per-example verdicts in `points.npz` (`static/<threat>/<attack>`,
-`judged/<beta2>/<threat>/<attack>`, `adaptive/<beta2>/<threat>`, `y`), so
+`judged/<beta2>/<threat>/<attack>`, `adaptive/<beta2>/<threat>/<attack>`, `y`), so
 that `rbf_cnn_points.combine` can take worst cases over several runs.
 
 The static adversarial examples are also judged by the randomized model at
@@ -63,6 +65,10 @@ class EvalConfig:
     adaptive_steps: int = 20
     beta2_sweep: tuple = (0.0, 1.0, 1.75)
     adaptive_beta2: tuple = None     # default: (beta2,)
+    # Adaptive attacks on the deployed model: PGD or APGD-CE, through BPDA
+    # (the paper's: the beta2 = 0 reconstruction's gradient) or through the
+    # randomized model itself (its reconstruction is differentiable).
+    adaptive_attacks: tuple = ("BPDA+EoT PGD",)
     attacks: tuple = None            # static attacks to run (None: all); names as in the results
     auto_targets: int = 9            # target classes of APGD-T / FAB-T
     spsa_steps: int = 0              # 0: no SPSA (paper: 100 steps of 8192 evaluations)
@@ -194,6 +200,10 @@ def evaluate_rcnn(config):
     """
     from tfrobust import distribute, training
 
+    for name in config.threats:  # bad names fail before any output or hours of static attacks
+        parse_threat(name)
+    for name in config.adaptive_attacks:
+        _validate.check_choice(name, name="adaptive_attacks", choices=ADAPTIVE)
     dist = training.make_strategy(config.strategy)
     spread = None if config.strategy.strip().lower() == "default" else dist
     with distribute.output_dir(dist, config.out_dir) as out_dir:
@@ -247,18 +257,16 @@ def _evaluate_rcnn(config, dist, spread):
             judged[name], correct = _judged(model, x, y, adv, config.batch_size)
             points.update({f"judged/{beta2}/{name}/{a}": c for a, c in correct.items()})
     _write(config.out_dir, results, points)
-    # Randomized view: BPDA + EoT against the m-sample model.
+    # Randomized view: EoT (through BPDA or the model) against the m-sample model.
     for beta2 in (config.adaptive_beta2 or (config.beta2,)) if n else ():
         _set(model, config, beta2)
-        view = model.eot(config.eot_samples, bpda=True)
         into = results["adaptive"] if beta2 == config.beta2 else results["adaptive_beta2"].setdefault(str(beta2), {})
         for name, (p, eps) in parsed.items():
-            pgd = attacks.PGD(threats.LpBall(p, eps), steps=config.adaptive_steps, seed=config.seed)
-            report = evaluate(model, (x[:n], y[:n]), {"BPDA+EoT PGD": _AttackOn(pgd, view)},
-                              batch_size=max(1, config.batch_size // 5), seed=config.seed, sanity_checks=False,
-                              verbose=1)
+            battery = _adaptive_attacks(model, threats.LpBall(p, eps), config)
+            report = evaluate(model, (x[:n], y[:n]), battery, batch_size=max(1, config.batch_size // 5),
+                              seed=config.seed, sanity_checks=False, verbose=1)
             into[name] = _summary(report)
-            points[f"adaptive/{beta2}/{name}"] = report.attacks["BPDA+EoT PGD"].robust
+            points.update({f"adaptive/{beta2}/{name}/{a}": r.robust for a, r in report.attacks.items()})
             results["deployed"].setdefault(str(beta2), {})[name] = _deployed(points, beta2, name, n)
             _write(config.out_dir, results, points)
     if config.figures:
@@ -269,6 +277,24 @@ def _evaluate_rcnn(config, dist, spread):
     _write(config.out_dir, results, points)
     print(markdown(results))
     return results
+
+
+ADAPTIVE = ("BPDA+EoT PGD", "EoT PGD", "BPDA+EoT APGD-CE", "EoT APGD-CE")
+
+
+def _adaptive_attacks(model, ball, config):
+    from tfrobust import attacks
+    from tfrobust.attacks.apgd import APGD
+
+    out = {}
+    for name in config.adaptive_attacks:
+        view = model.eot(config.eot_samples, bpda=name.startswith("BPDA"))
+        # APGD's step-size schedule needs no tuning per budget (PGD's default
+        # step 2.5 eps / steps shrinks as steps grow, see the manifold doc).
+        attack = (APGD(ball, steps=config.adaptive_steps, seed=config.seed) if name.endswith("APGD-CE")
+                  else attacks.PGD(ball, steps=config.adaptive_steps, seed=config.seed))
+        out[name] = _AttackOn(attack, view)
+    return out
 
 
 def _set(model, config, beta2):
@@ -300,12 +326,13 @@ def _deployed(points, beta2, threat, n):
     """The deployed model's worst case per point on the first `n` images:
     robust only if BPDA+EoT and every static example judged at this beta2
     failed (the two views' numbers alone are upper bounds of this one)."""
-    robust = points[f"adaptive/{beta2}/{threat}"].copy()
-    prefix = f"judged/{beta2}/{threat}/"
-    judged = [v[:n] for k, v in points.items() if k.startswith(prefix)]
-    for correct in judged:
+    adaptive = [v for k, v in points.items() if k.startswith(f"adaptive/{beta2}/{threat}/")]
+    judged = [v[:n] for k, v in points.items() if k.startswith(f"judged/{beta2}/{threat}/")]
+    robust = np.ones(n, bool)
+    for correct in adaptive + judged:
         robust &= correct
-    return {"n": int(n), "static_attacks": len(judged), "robust": float(np.mean(robust))}
+    return {"n": int(n), "adaptive_attacks": len(adaptive), "static_attacks": len(judged),
+            "robust": float(np.mean(robust))}
 
 
 def _write(out_dir, results, points=None):
@@ -349,8 +376,8 @@ def markdown(results):
     for b, per in results.get("deployed", {}).items():
         for t, d in per.items():
             lines += ["", f"**deployed model (beta2 = {b}), {t} ({_eps_text(t)}), first {d['n']} images:** "
-                      f"{100 * d['robust']:.1f}% robust per point over BPDA+EoT and the "
-                      f"{d['static_attacks']} static attacks' examples judged there"]
+                      f"{100 * d['robust']:.1f}% robust per point over {d['adaptive_attacks']} adaptive attack(s) and "
+                      f"the {d['static_attacks']} static attacks' examples judged there"]
     return "\n".join(lines) + "\n"
 
 

@@ -74,8 +74,8 @@ def _parse(key):
         return "static", parts[1], parts[2]
     if parts[0] == "judged" and len(parts) == 4:
         return f"deployed (beta2 = {parts[1]})", parts[2], parts[3]
-    if parts[0] == "adaptive" and len(parts) == 3:
-        return f"deployed (beta2 = {parts[1]})", parts[2], "BPDA+EoT PGD"
+    if parts[0] == "adaptive" and len(parts) in (3, 4):  # 3: runs from before adaptive_attacks
+        return f"deployed (beta2 = {parts[1]})", parts[2], parts[3] if len(parts) == 4 else "BPDA+EoT PGD"
     return None, None, None
 
 
