@@ -47,6 +47,8 @@ flags.DEFINE_list("adaptive_beta2", None, "beta2 values of the adaptive attack (
 flags.DEFINE_list("adaptive_attacks", ["BPDA+EoT PGD"], "Adaptive attacks on the deployed model: "
                   "BPDA+EoT PGD (the paper's), EoT PGD, BPDA+EoT APGD-CE, EoT APGD-CE (EoT: through the "
                   "randomized model's own gradient).")
+flags.DEFINE_integer("eot_batch", 4096, "Reconstructions per model call in the adaptive attacks (images x EoT "
+                     "draws x m); lower it when they run out of memory (CIFAR-10 on 24 GB: 512).", lower_bound=1)
 flags.DEFINE_list("attacks", None, "Static attacks to run (default: all), e.g. PGD,APGD-CE,PGD (transfer).")
 flags.DEFINE_integer("auto_targets", 9, "Target classes of APGD-T and FAB-T.", lower_bound=1)
 flags.DEFINE_integer("spsa_steps", 0, "SPSA steps (0: no SPSA; paper: 100).", lower_bound=0)
@@ -82,7 +84,7 @@ def main(argv):
         square_queries=FLAGS.square_queries, cw_steps=FLAGS.cw_steps, daa_steps=FLAGS.daa_steps,
         daa_restarts=FLAGS.daa_restarts, eot_samples=FLAGS.eot_samples,
         adaptive_steps=FLAGS.adaptive_steps, beta2_sweep=sweep, adaptive_beta2=adaptive,
-        adaptive_attacks=tuple(FLAGS.adaptive_attacks),
+        adaptive_attacks=tuple(FLAGS.adaptive_attacks), eot_batch=FLAGS.eot_batch,
         attacks=tuple(FLAGS.attacks) if FLAGS.attacks is not None else None, auto_targets=FLAGS.auto_targets,
         spsa_steps=FLAGS.spsa_steps, spsa_samples=FLAGS.spsa_samples, transfer_from=FLAGS.transfer_from,
         figures=FLAGS.figures, batch_size=FLAGS.batch_size, seed=FLAGS.seed, strategy=FLAGS.strategy))

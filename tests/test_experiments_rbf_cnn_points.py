@@ -29,6 +29,24 @@ def test_deployed_worst_case_is_per_point_on_the_adaptive_images():
     assert d == {"n": 4, "adaptive_attacks": 2, "static_attacks": 2, "robust": 0.25}
 
 
+def test_adaptive_views_chunk_reconstructions_by_eot_batch():
+    import keras
+
+    from tfrobust import rbf
+    from tfrobust.defenses.rbf_cnn import RBFCNN
+    from tfrobust.experiments.rbf_cnn_eval import EvalConfig, _adaptive_attacks
+    from tfrobust.threats import LpBall
+
+    templates = rbf.Templates(np.full((2, 3, 3, 1), 0.5, "float32"), np.full(2, 0.1, "float32"))
+    classifier = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = RBFCNN.from_templates(templates, classifier, samples=1, seed=0)
+    config = EvalConfig(samples=10, eot_samples=50, eot_batch=512, adaptive_attacks=("BPDA+EoT PGD", "EoT APGD-CE"))
+    battery = _adaptive_attacks(model, LpBall(2, 1.0), config)
+    assert set(battery) == {"BPDA+EoT PGD", "EoT APGD-CE"}
+    # 512 reconstructions per call at m = 10: at most 51 examples (image x draw).
+    assert all(a.view.max_batch == 51 and a.view.n == 50 for a in battery.values())
+
+
 def test_combine_takes_per_point_minima_over_runs_on_common_images(tmp_path):
     y = np.arange(6) % 3
     a = _run(tmp_path / "a", y=y, **{"static/l1/PGD-40": np.array([1, 1, 1, 0, 1, 1], bool),

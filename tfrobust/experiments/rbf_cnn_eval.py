@@ -69,6 +69,9 @@ class EvalConfig:
     # (the paper's: the beta2 = 0 reconstruction's gradient) or through the
     # randomized model itself (its reconstruction is differentiable).
     adaptive_attacks: tuple = ("BPDA+EoT PGD",)
+    # Reconstructions per model call in the adaptive attacks (images x EoT
+    # draws x m): bounds their memory (CIFAR's 237 templates need ~512 on 24 GB).
+    eot_batch: int = 4096
     attacks: tuple = None            # static attacks to run (None: all); names as in the results
     auto_targets: int = 9            # target classes of APGD-T / FAB-T
     spsa_steps: int = 0              # 0: no SPSA (paper: 100 steps of 8192 evaluations)
@@ -288,7 +291,10 @@ def _adaptive_attacks(model, ball, config):
 
     out = {}
     for name in config.adaptive_attacks:
-        view = model.eot(config.eot_samples, bpda=name.startswith("BPDA"))
+        # Each EoT example is m reconstructions inside the model: chunk the
+        # draws so that one call holds at most `eot_batch` of them.
+        view = model.eot(config.eot_samples, bpda=name.startswith("BPDA"),
+                         max_batch=max(1, config.eot_batch // config.samples))
         # APGD's step-size schedule needs no tuning per budget (PGD's default
         # step 2.5 eps / steps shrinks as steps grow, see the manifold doc).
         attack = (APGD(ball, steps=config.adaptive_steps, seed=config.seed) if name.endswith("APGD-CE")
