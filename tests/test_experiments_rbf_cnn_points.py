@@ -23,7 +23,7 @@ def test_deployed_worst_case_is_per_point_on_the_adaptive_images():
               "judged/1.75/linf/CW": np.array([0, 0, 0, 0, 0], bool),  # another threat
               "adaptive/1.75/l2/BPDA+EoT PGD": np.array([1, 1, 1, 0], bool),
               "adaptive/1.75/l2/EoT APGD-CE": np.array([1, 1, 1, 1], bool)}
-    d = _deployed(points, 1.75, "l2", 4)
+    d = _deployed(points, 1.75, "l2")
     # Per point over the first 4 images: only image 0 survives all four;
     # each view alone says 50-100%.
     assert d == {"n": 4, "adaptive_attacks": 2, "static_attacks": 2, "robust": 0.25}

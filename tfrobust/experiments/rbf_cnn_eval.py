@@ -14,8 +14,8 @@ Two views of one trained model:
 
 Robust accuracy is reported per attack and as the worst case over all
 attacks of a threat (the honest number; the paper reports per-attack ones).
-For the deployed model the worst case is taken per point over BPDA+EoT and
-the static examples judged at its beta2, on the images both cover. Every
+For the deployed model the worst case is taken per point over the adaptive
+attacks and the static examples judged at its beta2, on the images both cover. Every
 run saves its per-example verdicts in `points.npz` (`static/<threat>/<attack>`,
 `judged/<beta2>/<threat>/<attack>`, `adaptive/<beta2>/<threat>/<attack>`, `y`), so
 that `rbf_cnn_points.combine` can take worst cases over several runs.
@@ -270,7 +270,7 @@ def _evaluate_rcnn(config, dist, spread):
                               seed=config.seed, sanity_checks=False, verbose=1)
             into[name] = _summary(report)
             points.update({f"adaptive/{beta2}/{name}/{a}": r.robust for a, r in report.attacks.items()})
-            results["deployed"].setdefault(str(beta2), {})[name] = _deployed(points, beta2, name, n)
+            results["deployed"].setdefault(str(beta2), {})[name] = _deployed(points, beta2, name)
             _write(config.out_dir, results, points)
     if config.figures:
         from tfrobust.experiments.rbf_cnn_figures import write_figures
@@ -328,17 +328,16 @@ def _judged(model, x, y, adversarials, batch_size):
     return {"per_attack": per_attack, "worst_case": {"all attacks": float(np.mean(robust))}}, correct
 
 
-def _deployed(points, beta2, threat, n):
-    """The deployed model's worst case per point on the first `n` images:
-    robust only if BPDA+EoT and every static example judged at this beta2
-    failed (the two views' numbers alone are upper bounds of this one)."""
-    adaptive = [v for k, v in points.items() if k.startswith(f"adaptive/{beta2}/{threat}/")]
-    judged = [v[:n] for k, v in points.items() if k.startswith(f"judged/{beta2}/{threat}/")]
-    robust = np.ones(n, bool)
-    for correct in adaptive + judged:
-        robust &= correct
-    return {"n": int(n), "adaptive_attacks": len(adaptive), "static_attacks": len(judged),
-            "robust": float(np.mean(robust))}
+def _deployed(points, beta2, threat):
+    """The deployed model's worst case per point on the adaptive attacks'
+    images: robust only if every adaptive attack and every static example
+    judged at this beta2 failed (each view's number alone is an upper bound
+    of this one)."""
+    from tfrobust.experiments.rbf_cnn_points import deployed_view, per_point
+
+    row = per_point([points])[deployed_view(beta2)][threat]
+    return {"n": int(len(row["robust"])), "adaptive_attacks": row["kinds"].get("adaptive", 0),
+            "static_attacks": row["kinds"].get("judged", 0), "robust": float(np.mean(row["robust"]))}
 
 
 def _write(out_dir, results, points=None):

@@ -55,28 +55,46 @@ def combine(out_dirs):
     for d, r in zip(out_dirs, runs):
         if not np.array_equal(r["y"][:n], runs[0]["y"][:n]):
             raise _validate.error("combine", f"runs on the same test images (labels of the first {n} agree)", d)
+    return {view: {t: {"n": int(len(r["robust"])), "robust": float(np.mean(r["robust"])), "attacks": r["attacks"]}
+                   for t, r in per.items()} for view, per in per_point(runs).items()}
+
+
+def per_point(runs):
+    """Per-point minima of the verdict arrays of `runs` (dicts as in
+    points.npz), per view and threat, on the images all rows cover.
+
+    Returns:
+        `{view: {threat: {"robust": bool [n], "attacks": ["run: attack"],
+        "kinds": {"static" | "judged" | "adaptive": count}}}}`.
+    """
     views = {}
     for i, run in enumerate(runs):
         for key, robust in run.items():
-            view, threat, attack = _parse(key)
+            kind, view, threat, attack = _parse(key)
             if view is None:
                 continue
-            row = views.setdefault(view, {}).setdefault(threat, {"robust": None, "attacks": [], "n": None})
+            row = views.setdefault(view, {}).setdefault(threat, {"robust": None, "attacks": [], "kinds": {}})
             row["robust"] = robust if row["robust"] is None else _and(row["robust"], robust)
             row["attacks"].append(f"{i}: {attack}")
-    return {view: {t: {"n": int(len(r["robust"])), "robust": float(np.mean(r["robust"])), "attacks": r["attacks"]}
-                   for t, r in per.items()} for view, per in views.items()}
+            row["kinds"][kind] = row["kinds"].get(kind, 0) + 1
+    return views
+
+
+def deployed_view(beta2):
+    """The view name of the deployed model at `beta2` (judged static
+    examples and adaptive attacks together)."""
+    return f"deployed (beta2 = {beta2})"
 
 
 def _parse(key):
     parts = key.split("/", 3)
     if parts[0] == "static" and len(parts) == 3:
-        return "static", parts[1], parts[2]
+        return "static", "static", parts[1], parts[2]
     if parts[0] == "judged" and len(parts) == 4:
-        return f"deployed (beta2 = {parts[1]})", parts[2], parts[3]
+        return "judged", deployed_view(parts[1]), parts[2], parts[3]
     if parts[0] == "adaptive" and len(parts) in (3, 4):  # 3: runs from before adaptive_attacks
-        return f"deployed (beta2 = {parts[1]})", parts[2], parts[3] if len(parts) == 4 else "BPDA+EoT PGD"
-    return None, None, None
+        return "adaptive", deployed_view(parts[1]), parts[2], parts[3] if len(parts) == 4 else "BPDA+EoT PGD"
+    return None, None, None, None
 
 
 def _and(a, b):
