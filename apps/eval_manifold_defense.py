@@ -38,7 +38,9 @@ flags.DEFINE_integer("attack_inc_steps", 200, "Projection steps of the copy the 
 flags.DEFINE_integer("attack_inc_restarts", 1, "Restarts of that copy.", lower_bound=1)
 flags.DEFINE_integer("eot", 4, "EoT draws of the BPDA attack.", lower_bound=1)
 flags.DEFINE_integer("pgd_steps", 40, "Steps of the static PGD attacks.", lower_bound=1)
-flags.DEFINE_integer("bpda_steps", 40, "Steps of the BPDA+EoT PGD attacks.", lower_bound=1)
+flags.DEFINE_integer("bpda_steps", 40, "Steps of the BPDA+EoT attacks.", lower_bound=1)
+flags.DEFINE_list("adaptive_attacks", ["BPDA+EoT PGD", "latent"], "Adaptive attacks: BPDA+EoT PGD, BPDA+EoT "
+                  "APGD-CE, BPDA+EoT APGD-DLR (each at Linf 0.3 and L2 2), latent (L2 4).")
 flags.DEFINE_integer("cw_steps", 200, "C&W steps per binary-search step.", lower_bound=1)
 flags.DEFINE_integer("cw_search", 5, "C&W binary-search steps.", lower_bound=1)
 flags.DEFINE_integer("latent_copies", 100, "Latent attack: copies per image (original 100).", lower_bound=1)
@@ -56,8 +58,9 @@ flags.DEFINE_integer("robust_steps", 100, "PGD steps of the robust-accuracy chec
 flags.DEFINE_integer("batch_size", 100, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 flags.DEFINE_integer("offset", 0, "Index of the first evaluated test image (chunks of a long run).", lower_bound=0)
-flags.DEFINE_string("static_results", None, "An earlier static run's static_inc folder: the adaptive part "
-                    "reuses its per-example static results (same images) instead of rerunning them.")
+flags.DEFINE_list("prior_results", [], "Earlier runs' result folders (a static run's static_inc, another "
+                  "adaptive run's adaptive_inc), each folder@first when its example 0 is test image first: the "
+                  "adaptive part does not rerun the static attacks and adds the per-image worst case over them.")
 define_strategy_flag()  # the plain classifiers' evaluations
 FLAGS = flags.FLAGS
 
@@ -83,7 +86,8 @@ def main(argv):
         substitute_epochs=FLAGS.substitute_epochs, op_pairs=FLAGS.op_pairs, op_steps=FLAGS.op_steps,
         op_eps=FLAGS.op_eps, robust_eps=robust_eps, robust_steps=FLAGS.robust_steps,
         batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-        offset=FLAGS.offset, static_results=FLAGS.static_results, strategy=FLAGS.strategy))
+        offset=FLAGS.offset, prior_results=tuple(FLAGS.prior_results),
+        adaptive_attacks=tuple(FLAGS.adaptive_attacks), strategy=FLAGS.strategy))
 
 
 if __name__ == "__main__":

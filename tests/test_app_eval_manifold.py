@@ -67,7 +67,7 @@ def test_eval_manifold_bpda_part_only(data_dir, tmp_path):
         run(dataclasses.replace(config, parts=("bpda", "nope")))
 
 
-def test_eval_manifold_adaptive_reuses_static_results(data_dir, tmp_path):
+def test_eval_manifold_adaptive_reuses_prior_results(data_dir, tmp_path):
     import keras
     import pytest
 
@@ -86,10 +86,10 @@ def test_eval_manifold_adaptive_reuses_static_results(data_dir, tmp_path):
     folder = str(tmp_path / "static" / "static_inc")
     # The second chunk (test images 2-3) of the static run, evaluated adaptively.
     chunk = dataclasses.replace(base, out_dir=str(tmp_path / "chunk"), parts=("adaptive",), n_static=2, offset=2,
-                                static_results=folder)
+                                prior_results=(folder,))
     row = run(chunk)["adaptive_inc"]
     assert set(row["per_attack"]) == {"BPDA+EoT-PGD", "BPDA+EoT-PGD-L2", "latent-L2-4"}
-    merged = row["worst_case_with_static"]
+    merged = row["worst_case_with_prior"]
     assert set(merged) == set(row["worst_case_per_threat"]) == {"Linf eps=0.3", "L2 eps=2", "L2 eps=4"}
     for label, value in merged.items():
         assert value <= row["worst_case_per_threat"][label] + 1e-9
@@ -98,7 +98,24 @@ def test_eval_manifold_adaptive_reuses_static_results(data_dir, tmp_path):
     static_linf = static_npz["threat/Linf eps=0.3/robust"][2:4]
     assert merged["Linf eps=0.3"] <= np.mean(static_linf) + 1e-9
     assert static["static_inc"]["n"] == 4
-    with pytest.raises(ValueError, match="static_results"):  # the static run has no test image 4
+    with pytest.raises(ValueError, match="prior_results"):  # the static run has no test image 4
         run(dataclasses.replace(chunk, offset=3, out_dir=str(tmp_path / "bad")))
+    # APGD through BPDA+EoT on the same chunk, merged per image with the static run and the first adaptive
+    # run (whose example 0 is test image 2): it can only lower the worst case.
+    apgd = dataclasses.replace(chunk, out_dir=str(tmp_path / "apgd"), adaptive_attacks=("BPDA+EoT APGD-CE",),
+                               prior_results=(folder, str(tmp_path / "chunk" / "adaptive_inc") + "@2"))
+    again = run(apgd)["adaptive_inc"]
+    assert set(again["per_attack"]) == {"BPDA+EoT-APGD-CE", "BPDA+EoT-APGD-CE-L2"}
+    for label in ("Linf eps=0.3", "L2 eps=2"):
+        assert again["worst_case_with_prior"][label] <= merged[label] + 1e-9
+        assert again["worst_case_with_prior"][label] <= again["worst_case_per_threat"][label] + 1e-9
+    with pytest.raises(ValueError, match="prior_results"):  # that run starts at test image 2, not 3
+        run(dataclasses.replace(apgd, prior_results=(str(tmp_path / "chunk" / "adaptive_inc") + "@3",),
+                                out_dir=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="adaptive_attacks"):
+        run(dataclasses.replace(apgd, adaptive_attacks=("BPDA+EoT FAB",), out_dir=str(tmp_path / "bad2")))
+    assert not os.path.exists(tmp_path / "bad2")
+    with pytest.raises(ValueError, match="adaptive_attacks"):
+        run(dataclasses.replace(apgd, parts=("figure",), adaptive_attacks=("latent",), out_dir=str(tmp_path / "bad2")))
     with pytest.raises(ValueError, match="offset"):
         run(dataclasses.replace(chunk, offset=10_000, out_dir=str(tmp_path / "bad")))

@@ -64,6 +64,22 @@ def test_view_attack_follows_the_view_and_declares_eot():
     assert not ViewAttack(attack, view).black_box
 
 
+def test_view_attack_is_the_library_one_and_forwards_black_box():
+    import tfrobust.attacks
+    from tfrobust.attacks import SPSA
+    from tfrobust.models.wrappers import EoT
+
+    view = _linear(1)
+    assert tfrobust.attacks.ViewAttack is ViewAttack
+    spsa = SPSA(threats.LpBall(np.inf, 0.1), steps=2, samples=4, chunk_size=4, seed=0)
+    assert ViewAttack(spsa, view).black_box and not ViewAttack(spsa, view).uses_eot
+    assert ViewAttack(original_pgd(0.1), EoT(view, 2)).uses_eot  # an EoT view declares it
+    with pytest.raises(ValueError, match="attack"):
+        ViewAttack(view, view)
+    with pytest.raises(ValueError, match="view"):
+        ViewAttack(spsa, "not callable")
+
+
 def test_factories_use_the_original_defaults():
     pgd = original_pgd(8 / 255)
     assert pgd.steps == 7 and pgd.random_start and abs(pgd.step_size - 2 / 255) < 1e-9

@@ -40,12 +40,13 @@ from tfrobust.attacks.substitute import SubstituteAttack
 from tfrobust.attacks.substitute import SubstituteReport
 from tfrobust.attacks.transfer import TransferAttack
 from tfrobust.attacks.transfer import transfer_report
+from tfrobust.attacks.view import ViewAttack
 
 __all__ = [
     "APGD", "APGDT", "FAB", "FABT", "Square",
     "Attack", "MinimizationAttack", "MinimizationResult", "is_adversarial", "nonfinite_rows",
     "resolve_loss", "BoxedLinearL2", "boxed_linear_step", "CarliniWagnerL2", "DAA", "DDN", "DeepFool",
     "EAD", "NAttack", "Momentum", "OptimStep", "SteepestAscent", "BIM", "FGSM", "MIFGSM", "PGD",
-    "Restarts", "SPSA", "TransferAttack", "transfer_report",
+    "Restarts", "SPSA", "TransferAttack", "transfer_report", "ViewAttack",
     "OverpoweredAttack", "OverpoweredResult", "LatentAttack", "SubstituteAttack", "SubstituteReport",
 ]

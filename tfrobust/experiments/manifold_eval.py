@@ -10,17 +10,23 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
   the attacked model's labels), worst case per threat
   (`tfrobust.evaluation.evaluate`, reports JSON/MD/PNG).
 - `adaptive`: INC on the first `n_adaptive` images under every static
-  attack plus BPDA+EoT PGD through the projection (L∞ 0.3, L2 2) and the
-  DefenseGAN-style latent attack (L2 4, the break's in-bounds radius), worst
-  case per threat over all of them. The attacks differentiate a cheaper
-  copy of the defense (`attack_inc_steps`, `attack_inc_restarts`); every
-  adversarial point is judged by the full defense. With `static_results`
-  (the `static_inc` folder of an earlier static run of the same defense)
-  the static attacks are not run again: their per-example results on the
-  same first images are read from its `results.npz`, and the worst case
-  per threat over both (`worst_case_with_static`) is added to the summary.
-  `offset` starts every part at that test image instead of the first, so
-  that a long adaptive evaluation can run as chunks of disjoint images.
+  attack plus the `adaptive_attacks`: BPDA+EoT PGD and/or APGD (CE or DLR
+  loss, Croce & Hein's step-size schedule, which needs no tuning per
+  budget) through the projection at L∞ 0.3 and L2 2, and the
+  DefenseGAN-style latent attack ("latent", L2 4, the break's in-bounds
+  radius), worst case per threat over all of them. The attacks
+  differentiate a cheaper copy of the defense (`attack_inc_steps`,
+  `attack_inc_restarts`); every adversarial point is judged by the full
+  defense. With `prior_results` (folders of earlier runs of the same
+  defense, e.g. the `static_inc` folder of a static run or the
+  `adaptive_inc` folder of another adaptive run, each `folder@first` when
+  its example 0 is test image `first`) the static attacks are not run
+  again: the per-example results of every earlier attack on the same
+  images are read from their `results.npz`, and the worst case per threat
+  per image over all of them (`worst_case_with_prior`) is added to the
+  summary. `offset` starts every part at that test image instead of the
+  first, so that a long adaptive evaluation can run as chunks of disjoint
+  images.
 - `overpowered`: the overpowered attack's success rate (pairs within L2
   `op_eps` classified differently) on each classifier given (plain, PGD,
   PGD+OP), and the non-overpowered variant from projections of real images.
@@ -49,8 +55,12 @@ import time
 
 import numpy as np
 
+from tfrobust import _validate
+
 PARTS = ("static", "adaptive", "overpowered", "robust", "figure")
 EXTRA_PARTS = ("bpda",)
+#: Choices of `adaptive_attacks`; each BPDA+EoT attack runs at L∞ 0.3 and L2 2.
+ADAPTIVE = ("BPDA+EoT PGD", "BPDA+EoT APGD-CE", "BPDA+EoT APGD-DLR", "latent")
 
 
 @dataclasses.dataclass
@@ -71,7 +81,8 @@ class ManifoldEvalConfig:
     attack_inc_restarts: int = 1
     eot: int = 4
     pgd_steps: int = 40
-    bpda_steps: int = 40
+    bpda_steps: int = 40                 # steps of every BPDA+EoT attack
+    adaptive_attacks: tuple = ("BPDA+EoT PGD", "latent")
     cw_steps: int = 200
     cw_search: int = 5
     latent_copies: int = 100
@@ -88,7 +99,7 @@ class ManifoldEvalConfig:
     batch_size: int = 100
     seed: int = 0
     offset: int = 0                      # index of the first evaluated test image
-    static_results: str = None           # an earlier run's static_inc folder: see the module docstring
+    prior_results: tuple = ()            # earlier runs' result folders ("folder[@first]"): see the docstring
     strategy: str = "default"            # of the plain-classifier evaluations; see the module docstring
 
 
@@ -111,21 +122,6 @@ def _substitute(x_seed, config, oracle=None):
     return attacks.SubstituteAttack(attacks.FGSM(0.3), manifold.defensegan_mnist_classifier(), x_seed,
                                     rounds=config.substitute_rounds, epochs=config.substitute_epochs,
                                     oracle=oracle, seed=config.seed)
-
-
-class _OnView:
-    """Builds an attack crafted on a differentiable view of the defense (BPDA/EoT)."""
-
-    @staticmethod
-    def make(view, attack):
-        from tfrobust.attacks.transfer import TransferAttack
-
-        class CraftedOnView(TransferAttack):
-            # White-box on the defense (through its declared view), not a transfer.
-            black_box = False
-            uses_eot = property(lambda self: bool(getattr(view, "uses_eot", False)))
-
-        return CraftedOnView(view, attack)
 
 
 def _static_attacks(classifier, config, substitute):
@@ -151,38 +147,64 @@ def _save(result, out_dir, name):
             "sanity_flags": [str(f) for f in result.sanity_flags]}
 
 
-def _load_static(folder, y, start=0):
-    """Per-example results of an earlier static run on the same images (`start` to `start + len(y)`)."""
+def _load_prior(spec, y, start):
+    """Per-example results of an earlier run (`spec` = "folder" or "folder@first",
+    its example 0 being test image `first`) on test images `start` to `start + len(y)`."""
+    folder, sep, first = str(spec).rpartition("@")
+    if not sep or not first.isdigit():
+        folder, first = str(spec), "0"
     with open(os.path.join(folder, "report.json")) as f:
         report = json.load(f)
     arrays = np.load(os.path.join(folder, "results.npz"))
-    part = slice(start, start + len(y))
-    if not np.array_equal(arrays["y"][part], y):
-        raise ValueError(f"Expected `static_results` to hold the labels of test images {start} to "
-                         f"{start + len(y) - 1}. Received: static_results={folder!r} "
-                         f"({arrays['y'].shape[0]} examples)")
+    lo = start - int(first)
+    if lo < 0 or not np.array_equal(arrays["y"][lo:lo + len(y)], y):
+        raise ValueError(f"Expected every `prior_results` folder to hold the labels of test images {start} to "
+                         f"{start + len(y) - 1}. Received: {spec!r} ({arrays['y'].shape[0]} examples from test "
+                         f"image {first})")
+    part = slice(lo, lo + len(y))
     attacks = {name: {"p": float(a["norm"]), "broken": arrays[f"attack/{name}/broken"][part],
                       "norms": {k: arrays[f"attack/{name}/{k}"][part] for k in ("l2", "linf")}}
                for name, a in report["attacks"].items() if a.get("norm") is not None}
     return {"clean_correct": arrays["clean_correct"][part], "attacks": attacks}
 
 
-def _merge_static(result, prior):
-    """Worst case per threat of `result` and the static attacks of `prior` judged in the same norm.
+def _merge_prior(result, priors):
+    """Worst case per threat of `result` and every attack of `priors` judged in the same norm.
 
-    An example counts when both runs classify it correctly clean (the
-    defense is randomized) and no attack of either broke it within eps.
+    An example counts when every run classifies it correctly clean (the
+    defense is randomized) and no attack of any run broke it within eps.
     """
     from tfrobust.evaluation.labels import inside, norm_key
 
     merged = {}
     for t in result.threats.values():
-        robust = t.robust & prior["clean_correct"]
-        for a in prior["attacks"].values():
-            if a["p"] == float(t.p):
-                robust = robust & ~(a["broken"] & inside(a["norms"][norm_key(t.p)], t.eps))
+        robust = t.robust.copy()
+        for prior in priors:
+            robust &= prior["clean_correct"]
+            for a in prior["attacks"].values():
+                if a["p"] == float(t.p):
+                    robust &= ~(a["broken"] & inside(a["norms"][norm_key(t.p)], t.eps))
         merged[t.label] = float(np.mean(robust))
     return merged
+
+
+def _bpda_attacks(view, config):
+    """The BPDA+EoT `adaptive_attacks` at L∞ 0.3 (`name`) and L2 2 (`name-L2`), crafted on `view`."""
+    from tfrobust import attacks, threats
+
+    out = {}
+    for name in config.adaptive_attacks:
+        if name == "latent":
+            continue
+        for ball, suffix in ((threats.LpBall(np.inf, 0.3), ""), (threats.LpBall(2, 2.0), "-L2")):
+            if name == "BPDA+EoT PGD":
+                attack = attacks.PGD(ball, steps=config.bpda_steps, seed=config.seed, validate="cheap")
+            else:
+                loss = name.rpartition("-")[2].lower()
+                attack = attacks.APGD(ball, loss=loss, steps=config.bpda_steps, seed=config.seed,
+                                      validate="cheap")
+            out[name.replace(" ", "-") + suffix] = attacks.ViewAttack(attack, view)
+    return out
 
 
 def _figure(x, x_hat, x_adv, x_adv_hat, path):
@@ -232,6 +254,11 @@ def _run(config, dist, spread):
     if unknown:
         raise ValueError(f"Expected `parts` among {list(PARTS + EXTRA_PARTS)}. "
                          f"Received: parts={sorted(unknown)}")
+    for name in config.adaptive_attacks:
+        _validate.check_choice(name, name="adaptive_attacks", choices=ADAPTIVE)
+    if "figure" in config.parts and all(a == "latent" for a in config.adaptive_attacks):
+        raise ValueError("Expected `adaptive_attacks` to hold a BPDA+EoT attack for the figure part. "
+                         f"Received: adaptive_attacks={list(config.adaptive_attacks)}")
     robust_models = _named_models(config.robust_models)
     os.makedirs(config.out_dir, exist_ok=True)
     summary_path = os.path.join(config.out_dir, "summary.json")
@@ -286,40 +313,35 @@ def _run(config, dist, spread):
     if "adaptive" in config.parts or "figure" in config.parts:
         t = time.time()
         xa, ya = x[:config.n_adaptive], y[:config.n_adaptive]
-        view = cheap.eot(config.eot, bpda=True)
-        inf, l2 = threats.LpBall(np.inf, 0.3), threats.LpBall(2, 2.0)
-        adaptive = {
-            "BPDA+EoT-PGD": _OnView.make(view, attacks.PGD(inf, steps=config.bpda_steps, seed=config.seed,
-                                                           validate="cheap")),
-            "BPDA+EoT-PGD-L2": _OnView.make(view, attacks.PGD(l2, steps=config.bpda_steps, seed=config.seed,
-                                                              validate="cheap")),
-        }
-        prior = _load_static(config.static_results, ya, start) if config.static_results else None
+        adaptive = _bpda_attacks(cheap.eot(config.eot, bpda=True), config)
+        priors = [_load_prior(spec, ya, start) for spec in config.prior_results]
         if "adaptive" in config.parts:
-            on_inc = {} if prior is not None else _static_attacks(classifier, config, substitute_inc)[1]
-            adaptive["latent-L2-4"] = LatentAttack(
-                generator, classifier, threats.LpBall(2, 4.0), projector=cheap, copies=config.latent_copies,
-                noise_samples=config.latent_noise, steps=config.latent_steps, seed=config.seed)
+            on_inc = {} if priors else _static_attacks(classifier, config, substitute_inc)[1]
+            if "latent" in config.adaptive_attacks:
+                adaptive["latent-L2-4"] = LatentAttack(
+                    generator, classifier, threats.LpBall(2, 4.0), projector=cheap, copies=config.latent_copies,
+                    noise_samples=config.latent_noise, steps=config.latent_steps, seed=config.seed)
             adaptive = {**on_inc, **adaptive}
         result = evaluate(defense, (xa, ya), adaptive, batch_size=bs, seed=config.seed, sanity_checks=False,
                           keep_adversarials=True)
         if "adaptive" in config.parts:
             summary["adaptive_inc"] = _save(result, config.out_dir, "adaptive_inc")
-            if prior is not None:
-                summary["adaptive_inc"]["static_results"] = config.static_results
-                summary["adaptive_inc"]["worst_case_with_static"] = _merge_static(result, prior)
+            if priors:
+                summary["adaptive_inc"]["prior_results"] = list(config.prior_results)
+                summary["adaptive_inc"]["worst_case_with_prior"] = _merge_prior(result, priors)
             summary["adaptive_seconds"] = round(time.time() - t, 1)
             write()
         k = min(8, len(xa))
-        x_adv = result.attacks["BPDA+EoT-PGD-L2"].x_adv[:k]
+        x_adv = result.attacks[next(a for a in adaptive if a.startswith("BPDA") and a.endswith("-L2"))].x_adv[:k]
         _, x_hat = defense.project(xa[:k])
         _, x_adv_hat = defense.project(x_adv)
         _figure(xa[:k], x_hat, x_adv, x_adv_hat, os.path.join(config.out_dir, "projections.png"))
 
     if "bpda" in config.parts:
         t = time.time()
-        l2_attack = _OnView.make(cheap.eot(config.eot, bpda=True), attacks.PGD(
-            threats.LpBall(2, 2.0), steps=config.bpda_steps, seed=config.seed, validate="cheap"))
+        l2_attack = attacks.ViewAttack(attacks.PGD(threats.LpBall(2, 2.0), steps=config.bpda_steps,
+                                                   seed=config.seed, validate="cheap"),
+                                       cheap.eot(config.eot, bpda=True))
         result = evaluate(defense, (x[:config.n_adaptive], y[:config.n_adaptive]),
                           {"BPDA+EoT-PGD-L2": l2_attack}, batch_size=bs, seed=config.seed, sanity_checks=False)
         summary["bpda_inc"] = _save(result, config.out_dir, "bpda_inc")

@@ -86,25 +86,6 @@ class EvalConfig:
     strategy: str = "default"
 
 
-class _AttackOn:
-    """An attack run on a fixed view of the model (e.g. its BPDA+EoT
-    version, or the static model's raw logits) while the engine judges
-    the model itself."""
-
-    def __init__(self, attack, view, *, adaptive=True):
-        self.attack, self.view, self.adaptive = attack, view, adaptive
-        self.threat, self.bounds = attack.threat, attack.bounds
-        self.black_box, self.uses_eot = attack.black_box, adaptive
-        self.randomized, self.steps = attack.randomized, attack.steps
-
-    def __call__(self, model, x, y=None, *, targeted=False):
-        del model
-        return self.attack(self.view, x, y, targeted=targeted)
-
-    def get_config(self):
-        return dict(self.attack.get_config(), view=type(self.view).__name__, adaptive=self.adaptive)
-
-
 def parse_threat(name):
     """`(p, eps)` of a threat name: `linf`, `l2`, `l1` or `name:eps`.
 
@@ -155,6 +136,7 @@ def _static_attacks(model, p, eps, config, source=None):
     from tfrobust.attacks.spsa import SPSA
     from tfrobust.attacks.square import Square
     from tfrobust.attacks.transfer import TransferAttack
+    from tfrobust.attacks.view import ViewAttack
 
     ball, seed, targets = threats.LpBall(p, eps), config.seed, config.auto_targets
     out = _white_box(ball, p, eps, config)
@@ -174,14 +156,14 @@ def _static_attacks(model, p, eps, config, source=None):
         # The RBF-CNN returns log(mean softmax + 1e-12), whose margin loses
         # its gradient where a probability falls below 1e-12: C&W's L∞
         # margin is taken on the static model's raw logits instead.
-        out["CW"] = _AttackOn(out["CW"], _deterministic(model), adaptive=False)
+        out["CW"] = ViewAttack(out["CW"], _deterministic(model))
     if config.spsa_steps:
         spsa = SPSA(ball, steps=config.spsa_steps, samples=config.spsa_samples,
                     chunk_size=min(128, config.spsa_samples), seed=seed)
         # SPSA vectorizes its queries: it queries the stateless beta2 = 0
         # reconstruction (the static model's own outputs, without its
         # variable knob); the engine judges the model itself.
-        out["SPSA"] = _AttackOn(spsa, _deterministic(model)) if hasattr(model, "reconstruction") else spsa
+        out["SPSA"] = ViewAttack(spsa, _deterministic(model)) if hasattr(model, "reconstruction") else spsa
     if source is not None:
         # Black-box transfer (the paper's "(Black-box)" rows): made on the
         # undefended CNN, judged on this model.
@@ -215,7 +197,7 @@ def evaluate_rcnn(config):
 
 def _evaluate_rcnn(config, dist, spread):
     import tfrobust
-    from tfrobust import attacks, data, threats
+    from tfrobust import data, threats
     from tfrobust.evaluation import evaluate
 
     os.makedirs(config.out_dir, exist_ok=True)
@@ -299,7 +281,7 @@ def _adaptive_attacks(model, ball, config):
         # step 2.5 eps / steps shrinks as steps grow, see the manifold doc).
         attack = (APGD(ball, steps=config.adaptive_steps, seed=config.seed) if name.endswith("APGD-CE")
                   else attacks.PGD(ball, steps=config.adaptive_steps, seed=config.seed))
-        out[name] = _AttackOn(attack, view)
+        out[name] = attacks.ViewAttack(attack, view)
     return out
 
 

@@ -42,12 +42,10 @@ import tensorflow as tf
 
 from tfrobust import _validate
 from tfrobust import threats as threats_lib
-from tfrobust.attacks.base import Attack
-from tfrobust.attacks.base import WrapsAttack
 from tfrobust.attacks.pgd import PGD
 from tfrobust.attacks.pgd import finite_objective
+from tfrobust.attacks.view import ViewAttack  # noqa: F401 (re-exported)
 from tfrobust.models.wrappers import EoT
-from tfrobust.models.wrappers import declared_flag
 
 __all__ = ["ATTACK_NAMES", "EPGD", "ViewAttack", "noisy_pass", "original_pgd", "smoothing_attacks"]
 
@@ -131,58 +129,6 @@ class EPGD(PGD):
         _, obj, grad, logits = tf.while_loop(
             lambda j, *_: j < m, one_pass, (tf.constant(1), obj0, grad0, logits0))
         return obj / m, grad / m, logits / m
-
-
-class ViewAttack(WrapsAttack, Attack):
-    """Runs `attack` on a fixed view of the defense (its gradient model); the defense judges.
-
-    `ViewAttack(attack, view)(defense, x, y)` returns `attack(view, x, y)`:
-    the view is the model whose gradients the attacker follows (one noisy
-    pass, the soft smoothed classifier, an EoT average) while the engine
-    scores `x_adv` on the defense it evaluates (a vote rule). It is
-    white-box (the view is the defense's own base and noise); a source model
-    trained separately is `tfrobust.attacks.TransferAttack` instead.
-
-    Args:
-        attack: a tfrobust `Attack`.
-        view: callable `x -> logits [B, K]`.
-        averages: the view itself averages over the noise (a smoothed
-            classifier with n > 1), declared to the engine as EoT.
-
-    Declared flags: `uses_eot` when the attack or the view averages over the
-    randomness; `randomized`, `steps` and random generators are the
-    attack's (plus the view's seed generators, so `fit` reseeds them).
-
-    Raises:
-        ValueError: if `attack` is not an `Attack` or `view` is not callable.
-    """
-
-    def __init__(self, attack, view, *, averages=False):
-        if not isinstance(attack, Attack):
-            raise _validate.error("attack", "a tfrobust Attack", attack)
-        if not callable(view):
-            raise _validate.error("view", "a callable x -> logits", view)
-        super().__init__(attack.threat, bounds=attack.bounds, validate=attack.validate)
-        self.attack = attack
-        self.view = view
-        self.averages = _validate.check_bool(averages, name="averages")
-
-    @property
-    def uses_eot(self):
-        return bool(self.attack.uses_eot or declared_flag(self.view, "uses_eot") or self.averages)
-
-    def random_generators(self):
-        return list(self.attack.random_generators()) + [self.view]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(attack=self.attack.get_config(),
-                      view=getattr(self.view, "name", type(self.view).__name__))
-        return config
-
-    def _run(self, model, x, y, targeted):
-        del model  # judged by the engine; gradients come from the view
-        return self.attack(self.view, x, y, targeted=targeted)
 
 
 def original_pgd(eps, *, p=np.inf, steps=STEPS, step_size=None, random_start=True, bounds=(0.0, 1.0),
