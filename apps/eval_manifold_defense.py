@@ -40,7 +40,8 @@ flags.DEFINE_integer("eot", 4, "EoT draws of the BPDA attack.", lower_bound=1)
 flags.DEFINE_integer("pgd_steps", 40, "Steps of the static PGD attacks.", lower_bound=1)
 flags.DEFINE_integer("bpda_steps", 40, "Steps of the BPDA+EoT attacks.", lower_bound=1)
 flags.DEFINE_list("adaptive_attacks", ["BPDA+EoT PGD", "latent"], "Adaptive attacks: BPDA+EoT PGD, BPDA+EoT "
-                  "APGD-CE, BPDA+EoT APGD-DLR (each at Linf 0.3 and L2 2), latent (L2 4).")
+                  "APGD-CE, BPDA+EoT APGD-DLR, EoT APGD-CE (through the unrolled projection; each at Linf 0.3 "
+                  "and L2 2), latent (L2 4).")
 flags.DEFINE_integer("cw_steps", 200, "C&W steps per binary-search step.", lower_bound=1)
 flags.DEFINE_integer("cw_search", 5, "C&W binary-search steps.", lower_bound=1)
 flags.DEFINE_integer("latent_copies", 100, "Latent attack: copies per image (original 100).", lower_bound=1)

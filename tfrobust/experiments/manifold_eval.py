@@ -12,7 +12,9 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
 - `adaptive`: INC on the first `n_adaptive` images under every static
   attack plus the `adaptive_attacks`: BPDA+EoT PGD and/or APGD (CE or DLR
   loss, Croce & Hein's step-size schedule, which needs no tuning per
-  budget) through the projection at L∞ 0.3 and L2 2, and the
+  budget) through the projection at L∞ 0.3 and L2 2, APGD-CE through EoT
+  of the *unrolled* projection ("EoT APGD-CE": the copy is differentiated
+  through its optimisation steps, the white-box check), and the
   DefenseGAN-style latent attack ("latent", L2 4, the break's in-bounds
   radius), worst case per threat over all of them. The attacks
   differentiate a cheaper copy of the defense (`attack_inc_steps`,
@@ -59,8 +61,8 @@ from tfrobust import _validate
 
 PARTS = ("static", "adaptive", "overpowered", "robust", "figure")
 EXTRA_PARTS = ("bpda",)
-#: Choices of `adaptive_attacks`; each BPDA+EoT attack runs at L∞ 0.3 and L2 2.
-ADAPTIVE = ("BPDA+EoT PGD", "BPDA+EoT APGD-CE", "BPDA+EoT APGD-DLR", "latent")
+#: Choices of `adaptive_attacks`; each but "latent" runs at L∞ 0.3 and L2 2.
+ADAPTIVE = ("BPDA+EoT PGD", "BPDA+EoT APGD-CE", "BPDA+EoT APGD-DLR", "EoT APGD-CE", "latent")
 
 
 @dataclasses.dataclass
@@ -188,14 +190,20 @@ def _merge_prior(result, priors):
     return merged
 
 
-def _bpda_attacks(view, config):
-    """The BPDA+EoT `adaptive_attacks` at L∞ 0.3 (`name`) and L2 2 (`name-L2`), crafted on `view`."""
+def _view_attacks(copy, unrolled, config):
+    """The `adaptive_attacks` but "latent", at L∞ 0.3 (`name`) and L2 2 (`name-L2`), crafted on EoT
+    over the random starts of `copy` with BPDA (identity backward pass), or of `unrolled` (the
+    same copy, differentiable through its steps) without."""
     from tfrobust import attacks, threats
 
-    out = {}
+    out, views = {}, {}
     for name in config.adaptive_attacks:
         if name == "latent":
             continue
+        bpda = name.startswith("BPDA")
+        if bpda not in views:
+            views[bpda] = (copy if bpda else unrolled).eot(config.eot, bpda=bpda)
+        view = views[bpda]
         for ball, suffix in ((threats.LpBall(np.inf, 0.3), ""), (threats.LpBall(2, 2.0), "-L2")):
             if name == "BPDA+EoT PGD":
                 attack = attacks.PGD(ball, steps=config.bpda_steps, seed=config.seed, validate="cheap")
@@ -257,7 +265,7 @@ def _run(config, dist, spread):
     for name in config.adaptive_attacks:
         _validate.check_choice(name, name="adaptive_attacks", choices=ADAPTIVE)
     if "figure" in config.parts and all(a == "latent" for a in config.adaptive_attacks):
-        raise ValueError("Expected `adaptive_attacks` to hold a BPDA+EoT attack for the figure part. "
+        raise ValueError("Expected `adaptive_attacks` to hold an EoT attack for the figure part. "
                          f"Received: adaptive_attacks={list(config.adaptive_attacks)}")
     robust_models = _named_models(config.robust_models)
     os.makedirs(config.out_dir, exist_ok=True)
@@ -283,9 +291,11 @@ def _run(config, dist, spread):
     defense = InvertAndClassify(generator, classifier, steps=config.inc_steps, restarts=config.inc_restarts,
                                 learning_rate=config.inc_learning_rate, optimizer=config.inc_optimizer,
                                 seed=config.seed)
-    cheap = InvertAndClassify(generator, classifier, steps=config.attack_inc_steps,
-                              restarts=config.attack_inc_restarts, learning_rate=config.inc_learning_rate,
-                              optimizer=config.inc_optimizer, seed=config.seed + 1)
+    copy_args = dict(steps=config.attack_inc_steps, restarts=config.attack_inc_restarts,
+                     learning_rate=config.inc_learning_rate, optimizer=config.inc_optimizer, seed=config.seed + 1)
+    cheap = InvertAndClassify(generator, classifier, **copy_args)
+    unrolled = (InvertAndClassify(generator, classifier, differentiable=True, **copy_args)
+                if "EoT APGD-CE" in config.adaptive_attacks else None)
     # The substitute of INC learns the labels of the cheaper copy (queries are
     # projections); its adversarial examples are judged by the full defense.
     substitute_inc = _substitute(x_seed, config, oracle=cheap)
@@ -313,7 +323,7 @@ def _run(config, dist, spread):
     if "adaptive" in config.parts or "figure" in config.parts:
         t = time.time()
         xa, ya = x[:config.n_adaptive], y[:config.n_adaptive]
-        adaptive = _bpda_attacks(cheap.eot(config.eot, bpda=True), config)
+        adaptive = _view_attacks(cheap, unrolled, config)
         priors = [_load_prior(spec, ya, start) for spec in config.prior_results]
         if "adaptive" in config.parts:
             on_inc = {} if priors else _static_attacks(classifier, config, substitute_inc)[1]
@@ -332,7 +342,7 @@ def _run(config, dist, spread):
             summary["adaptive_seconds"] = round(time.time() - t, 1)
             write()
         k = min(8, len(xa))
-        x_adv = result.attacks[next(a for a in adaptive if a.startswith("BPDA") and a.endswith("-L2"))].x_adv[:k]
+        x_adv = result.attacks[next(a for a in adaptive if "EoT" in a and a.endswith("-L2"))].x_adv[:k]
         _, x_hat = defense.project(xa[:k])
         _, x_adv_hat = defense.project(x_adv)
         _figure(xa[:k], x_hat, x_adv, x_adv_hat, os.path.join(config.out_dir, "projections.png"))
