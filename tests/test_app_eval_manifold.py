@@ -109,6 +109,16 @@ def test_eval_manifold_adaptive_reuses_prior_results(data_dir, tmp_path):
     for label in ("Linf eps=0.3", "L2 eps=2"):
         assert again["worst_case_with_prior"][label] <= merged[label] + 1e-9
         assert again["worst_case_with_prior"][label] <= again["worst_case_per_threat"][label] + 1e-9
+    # The merge part recomputes the same per-image worst case from the saved folders, every threat included.
+    runs = (folder, str(tmp_path / "chunk" / "adaptive_inc") + "@2", str(tmp_path / "apgd" / "adaptive_inc") + "@2")
+    merged_again = run(dataclasses.replace(apgd, parts=("merge",), prior_results=runs,
+                                           out_dir=str(tmp_path / "merge")))["merged"]["worst_case_per_threat"]
+    assert set(merged_again) == {"Linf eps=0.3", "L2 eps=2", "L2 eps=4"}
+    for label, value in again["worst_case_with_prior"].items():
+        assert abs(merged_again[label] - value) < 1e-9
+    assert merged_again["L2 eps=4"] <= merged["L2 eps=4"] + 1e-9
+    with pytest.raises(ValueError, match="prior_results"):
+        run(dataclasses.replace(apgd, parts=("merge",), prior_results=(), out_dir=str(tmp_path / "bad3")))
     with pytest.raises(ValueError, match="prior_results"):  # that run starts at test image 2, not 3
         run(dataclasses.replace(apgd, prior_results=(str(tmp_path / "chunk" / "adaptive_inc") + "@3",),
                                 out_dir=str(tmp_path / "bad")))

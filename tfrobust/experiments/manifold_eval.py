@@ -25,8 +25,8 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
   its example 0 is test image `first`) the static attacks are not run
   again: the per-example results of every earlier attack on the same
   images are read from their `results.npz`, and the worst case per threat
-  per image over all of them (`worst_case_with_prior`) is added to the
-  summary. `offset` starts every part at that test image instead of the
+  (every threat of every run) per image over all of them
+  (`worst_case_with_prior`) is added to the summary. `offset` starts every part at that test image instead of the
   first, so that a long adaptive evaluation can run as chunks of disjoint
   images.
 - `overpowered`: the overpowered attack's success rate (pairs within L2
@@ -40,6 +40,9 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
 - `bpda` (not among the defaults): only clean and BPDA+EoT PGD L2 2 on the
   first `n_adaptive` images (`bpda_inc`), a cheap adaptive row, e.g. to
   compare generators.
+- `merge` (not among the defaults): no attack; the per-image worst case
+  per threat over the `prior_results` on the `n_adaptive` images from
+  `offset` (`summary["merged"]`), e.g. after runs made separately.
 
 With `strategy` (a `tfrobust.training.make_strategy` name other than
 "default") the classifiers are loaded under its scope and the evaluations
@@ -60,7 +63,7 @@ import numpy as np
 from tfrobust import _validate
 
 PARTS = ("static", "adaptive", "overpowered", "robust", "figure")
-EXTRA_PARTS = ("bpda",)
+EXTRA_PARTS = ("bpda", "merge")
 #: Choices of `adaptive_attacks`; each but "latent" runs at L∞ 0.3 and L2 2.
 ADAPTIVE = ("BPDA+EoT PGD", "BPDA+EoT APGD-CE", "BPDA+EoT APGD-DLR", "EoT APGD-CE", "latent")
 
@@ -167,26 +170,29 @@ def _load_prior(spec, y, start):
     attacks = {name: {"p": float(a["norm"]), "broken": arrays[f"attack/{name}/broken"][part],
                       "norms": {k: arrays[f"attack/{name}/{k}"][part] for k in ("l2", "linf")}}
                for name, a in report["attacks"].items() if a.get("norm") is not None}
-    return {"clean_correct": arrays["clean_correct"][part], "attacks": attacks}
+    threats = {label: (float(t["p"]), float(t["eps"])) for label, t in report["threats"].items()}
+    return {"clean_correct": arrays["clean_correct"][part], "attacks": attacks, "threats": threats}
 
 
-def _merge_prior(result, priors):
-    """Worst case per threat of `result` and every attack of `priors` judged in the same norm.
+def _merge_runs(runs):
+    """Worst case per threat over the runs of `_load_prior` (this run included), per image.
 
-    An example counts when every run classifies it correctly clean (the
-    defense is randomized) and no attack of any run broke it within eps.
+    The threats are every run's; an example counts when every run
+    classifies it correctly clean (the defense is randomized) and no attack
+    of any run judged in the threat's norm broke it within eps.
     """
     from tfrobust.evaluation.labels import inside, norm_key
 
+    threats = {label: t for run in runs for label, t in run["threats"].items()}
     merged = {}
-    for t in result.threats.values():
-        robust = t.robust.copy()
-        for prior in priors:
-            robust &= prior["clean_correct"]
-            for a in prior["attacks"].values():
-                if a["p"] == float(t.p):
-                    robust &= ~(a["broken"] & inside(a["norms"][norm_key(t.p)], t.eps))
-        merged[t.label] = float(np.mean(robust))
+    for label, (p, eps) in sorted(threats.items()):
+        robust = np.ones_like(runs[0]["clean_correct"], dtype=bool)
+        for run in runs:
+            robust &= run["clean_correct"]
+            for a in run["attacks"].values():
+                if a["p"] == p:
+                    robust &= ~(a["broken"] & inside(a["norms"][norm_key(p)], eps))
+        merged[label] = float(np.mean(robust))
     return merged
 
 
@@ -338,7 +344,8 @@ def _run(config, dist, spread):
             summary["adaptive_inc"] = _save(result, config.out_dir, "adaptive_inc")
             if priors:
                 summary["adaptive_inc"]["prior_results"] = list(config.prior_results)
-                summary["adaptive_inc"]["worst_case_with_prior"] = _merge_prior(result, priors)
+                this = _load_prior(os.path.join(config.out_dir, "adaptive_inc"), ya, 0)
+                summary["adaptive_inc"]["worst_case_with_prior"] = _merge_runs([this] + priors)
             summary["adaptive_seconds"] = round(time.time() - t, 1)
             write()
         k = min(8, len(xa))
@@ -356,6 +363,15 @@ def _run(config, dist, spread):
                           {"BPDA+EoT-PGD-L2": l2_attack}, batch_size=bs, seed=config.seed, sanity_checks=False)
         summary["bpda_inc"] = _save(result, config.out_dir, "bpda_inc")
         summary["bpda_seconds"] = round(time.time() - t, 1)
+        write()
+
+    if "merge" in config.parts:
+        if not config.prior_results:
+            raise ValueError("Expected `prior_results` to name the runs to merge. Received: prior_results=()")
+        ya = y[:config.n_adaptive]
+        summary["merged"] = {"prior_results": list(config.prior_results), "n": int(len(ya)),
+                             "worst_case_per_threat": _merge_runs([_load_prior(p, ya, start)
+                                                                   for p in config.prior_results])}
         write()
 
     if "overpowered" in config.parts:
