@@ -59,6 +59,7 @@ flags.DEFINE_integer("robust_steps", 100, "PGD steps of the robust-accuracy chec
 flags.DEFINE_integer("batch_size", 100, "Examples per attack call.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
 flags.DEFINE_integer("offset", 0, "Index of the first evaluated test image (chunks of a long run).", lower_bound=0)
+flags.DEFINE_list("adaptive_l2_eps", ["2"], "L2 budgets of the BPDA+EoT / EoT attacks (besides Linf 0.3).")
 flags.DEFINE_list("prior_results", [], "Earlier runs' result folders (a static run's static_inc, another "
                   "adaptive run's adaptive_inc), each folder@first when its example 0 is test image first: the "
                   "adaptive part does not rerun the static attacks and adds the per-image worst case over them.")
@@ -75,6 +76,11 @@ def main(argv):
         robust_eps = tuple(float(e) for e in FLAGS.robust_eps)
     except ValueError:
         raise ValueError(f"Expected `--robust_eps` to be numbers. Received: --robust_eps={FLAGS.robust_eps}") from None
+    try:
+        l2_eps = tuple(float(e) for e in FLAGS.adaptive_l2_eps)
+    except ValueError:
+        raise ValueError("Expected `--adaptive_l2_eps` to be numbers. "
+                         f"Received: --adaptive_l2_eps={FLAGS.adaptive_l2_eps}") from None
     run(ManifoldEvalConfig(
         classifier=FLAGS.classifier, generator=FLAGS.generator, robust_models=tuple(FLAGS.robust_models),
         data_dir=FLAGS.data_dir, out_dir=FLAGS.out_dir, parts=tuple(FLAGS.parts), n_static=FLAGS.n_static,
@@ -88,7 +94,7 @@ def main(argv):
         op_eps=FLAGS.op_eps, robust_eps=robust_eps, robust_steps=FLAGS.robust_steps,
         batch_size=FLAGS.batch_size, seed=FLAGS.seed,
         offset=FLAGS.offset, prior_results=tuple(FLAGS.prior_results),
-        adaptive_attacks=tuple(FLAGS.adaptive_attacks), strategy=FLAGS.strategy))
+        adaptive_attacks=tuple(FLAGS.adaptive_attacks), adaptive_l2_eps=l2_eps, strategy=FLAGS.strategy))
 
 
 if __name__ == "__main__":

@@ -102,10 +102,12 @@ def test_eval_manifold_adaptive_reuses_prior_results(data_dir, tmp_path):
         run(dataclasses.replace(chunk, offset=3, out_dir=str(tmp_path / "bad")))
     # APGD through BPDA+EoT on the same chunk, merged per image with the static run and the first adaptive
     # run (whose example 0 is test image 2): it can only lower the worst case.
-    apgd = dataclasses.replace(chunk, out_dir=str(tmp_path / "apgd"), adaptive_attacks=("BPDA+EoT APGD-CE", "EoT APGD-CE"),
+    apgd = dataclasses.replace(chunk, out_dir=str(tmp_path / "apgd"), adaptive_attacks=("BPDA+EoT APGD-CE", "EoT APGD-CE"), adaptive_l2_eps=(2.0, 4.0),
                                prior_results=(folder, str(tmp_path / "chunk" / "adaptive_inc") + "@2"))
     again = run(apgd)["adaptive_inc"]
-    assert set(again["per_attack"]) == {"BPDA+EoT-APGD-CE", "BPDA+EoT-APGD-CE-L2", "EoT-APGD-CE", "EoT-APGD-CE-L2"}
+    assert set(again["per_attack"]) == {"BPDA+EoT-APGD-CE", "BPDA+EoT-APGD-CE-L2", "BPDA+EoT-APGD-CE-L2-4",
+                                        "EoT-APGD-CE", "EoT-APGD-CE-L2", "EoT-APGD-CE-L2-4"}
+    assert again["worst_case_per_threat"]["L2 eps=4"] <= again["per_attack"]["EoT-APGD-CE-L2-4"] + 1e-9
     for label in ("Linf eps=0.3", "L2 eps=2"):
         assert again["worst_case_with_prior"][label] <= merged[label] + 1e-9
         assert again["worst_case_with_prior"][label] <= again["worst_case_per_threat"][label] + 1e-9

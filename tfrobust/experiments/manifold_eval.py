@@ -88,6 +88,7 @@ class ManifoldEvalConfig:
     pgd_steps: int = 40
     bpda_steps: int = 40                 # steps of every BPDA+EoT attack
     adaptive_attacks: tuple = ("BPDA+EoT PGD", "latent")
+    adaptive_l2_eps: tuple = (2.0,)      # L2 budgets of the view attacks (4: the latent attack's radius)
     cw_steps: int = 200
     cw_search: int = 5
     latent_copies: int = 100
@@ -197,7 +198,8 @@ def _merge_runs(runs):
 
 
 def _view_attacks(copy, unrolled, config):
-    """The `adaptive_attacks` but "latent", at L∞ 0.3 (`name`) and L2 2 (`name-L2`), crafted on EoT
+    """The `adaptive_attacks` but "latent", at L∞ 0.3 (`name`) and each L2 budget of `adaptive_l2_eps`
+    (`name-L2` for 2, `name-L2-<eps>` otherwise), crafted on EoT
     over the random starts of `copy` with BPDA (identity backward pass), or of `unrolled` (the
     same copy, differentiable through its steps) without."""
     from tfrobust import attacks, threats
@@ -210,7 +212,10 @@ def _view_attacks(copy, unrolled, config):
         if bpda not in views:
             views[bpda] = (copy if bpda else unrolled).eot(config.eot, bpda=bpda)
         view = views[bpda]
-        for ball, suffix in ((threats.LpBall(np.inf, 0.3), ""), (threats.LpBall(2, 2.0), "-L2")):
+        balls = [(threats.LpBall(np.inf, 0.3), "")] + [
+            (threats.LpBall(2, float(e)), "-L2" if float(e) == 2.0 else f"-L2-{float(e):g}")
+            for e in config.adaptive_l2_eps]
+        for ball, suffix in balls:
             if name == "BPDA+EoT PGD":
                 attack = attacks.PGD(ball, steps=config.bpda_steps, seed=config.seed, validate="cheap")
             else:
@@ -349,7 +354,7 @@ def _run(config, dist, spread):
             summary["adaptive_seconds"] = round(time.time() - t, 1)
             write()
         k = min(8, len(xa))
-        x_adv = result.attacks[next(a for a in adaptive if "EoT" in a and a.endswith("-L2"))].x_adv[:k]
+        x_adv = result.attacks[next(a for a in adaptive if "EoT" in a and "-L2" in a)].x_adv[:k]
         _, x_hat = defense.project(xa[:k])
         _, x_adv_hat = defense.project(x_adv)
         _figure(xa[:k], x_hat, x_adv, x_adv_hat, os.path.join(config.out_dir, "projections.png"))
