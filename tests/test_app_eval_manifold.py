@@ -102,7 +102,8 @@ def test_eval_manifold_adaptive_reuses_prior_results(data_dir, tmp_path):
         run(dataclasses.replace(chunk, offset=3, out_dir=str(tmp_path / "bad")))
     # APGD through BPDA+EoT on the same chunk, merged per image with the static run and the first adaptive
     # run (whose example 0 is test image 2): it can only lower the worst case.
-    apgd = dataclasses.replace(chunk, out_dir=str(tmp_path / "apgd"), adaptive_attacks=("BPDA+EoT APGD-CE", "EoT APGD-CE"), adaptive_l2_eps=(2.0, 4.0),
+    apgd = dataclasses.replace(chunk, out_dir=str(tmp_path / "apgd"),
+                               adaptive_attacks=("BPDA+EoT APGD-CE", "EoT APGD-CE"), adaptive_l2_eps=(2.0, 4.0),
                                prior_results=(folder, str(tmp_path / "chunk" / "adaptive_inc") + "@2"))
     again = run(apgd)["adaptive_inc"]
     assert set(again["per_attack"]) == {"BPDA+EoT-APGD-CE", "BPDA+EoT-APGD-CE-L2", "BPDA+EoT-APGD-CE-L2-4",
@@ -129,5 +130,7 @@ def test_eval_manifold_adaptive_reuses_prior_results(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "bad2")
     with pytest.raises(ValueError, match="adaptive_attacks"):
         run(dataclasses.replace(apgd, parts=("figure",), adaptive_attacks=("latent",), out_dir=str(tmp_path / "bad2")))
+    with pytest.raises(ValueError, match="adaptive_l2_eps"):
+        run(dataclasses.replace(apgd, parts=("figure",), adaptive_l2_eps=(), out_dir=str(tmp_path / "bad2")))
     with pytest.raises(ValueError, match="offset"):
         run(dataclasses.replace(chunk, offset=10_000, out_dir=str(tmp_path / "bad")))

@@ -55,6 +55,9 @@ def test_every_app_reports_bad_flags_without_traceback(digits_model, tmp_path):
         ("eval_robustness.py", [f"--exp_dir={tmp_path / 'missing'}"], "Expected a folder of experiments"),
         ("sweep.py", [f"--config={tmp_path / 'missing.py'}"], "config"),
         ("worker.py", ["--gpu_memory=5", f"--exp_dir={tmp_path}"], "gpu_memory"),
+        ("eval_manifold_defense.py", ["--adaptive_l2_eps=a", f"--out_dir={tmp_path / 'm'}"], "--adaptive_l2_eps"),
+        ("eval_manifold_defense.py", ["--adaptive_attacks=nope", f"--out_dir={tmp_path / 'm'}"],
+         "adaptive_attacks"),
         # An unknown --strategy is refused when the flags are parsed (every app
         # defines it with tfrobust.experiments._flags.define_strategy_flag).
         ("eval_dip.py", ["--strategy=bogus", f"--out_dir={tmp_path / 'o'}"],

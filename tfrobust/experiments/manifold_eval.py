@@ -35,8 +35,9 @@ Parts (each writes its own folder under `out_dir`; `summary.json` collects them)
 - `robust`: robust accuracy of the adversarially trained classifiers under
   L2 PGD (eps 1.5 and 2.5, 100 steps, random start: `eval_network.py
   --eps 2.5 --num-steps 100 --random-step`).
-- `figure`: originals, their projections, attacked images (BPDA+EoT PGD
-  L2) and their projections, as `projections.png`.
+- `figure`: originals, their projections, attacked images (the first
+  BPDA+EoT / EoT attack of `adaptive_attacks`, at the first L2 budget of
+  `adaptive_l2_eps`) and their projections, as `projections.png`.
 - `bpda` (not among the defaults): only clean and BPDA+EoT PGD L2 2 on the
   first `n_adaptive` images (`bpda_inc`), a cheap adaptive row, e.g. to
   compare generators.
@@ -278,6 +279,9 @@ def _run(config, dist, spread):
     if "figure" in config.parts and all(a == "latent" for a in config.adaptive_attacks):
         raise ValueError("Expected `adaptive_attacks` to hold an EoT attack for the figure part. "
                          f"Received: adaptive_attacks={list(config.adaptive_attacks)}")
+    if "figure" in config.parts and not config.adaptive_l2_eps:
+        raise ValueError("Expected `adaptive_l2_eps` to hold an L2 budget for the figure part. "
+                         "Received: adaptive_l2_eps=()")
     robust_models = _named_models(config.robust_models)
     os.makedirs(config.out_dir, exist_ok=True)
     summary_path = os.path.join(config.out_dir, "summary.json")
